@@ -1,0 +1,1 @@
+"""Frame sources: tilt schedulers, the simulated microscope, replay and acquisition adapters."""

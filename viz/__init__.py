@@ -1,0 +1,1 @@
+"""Operator monitor (pyqtgraph): a Qt-free view model and Qt widgets."""
