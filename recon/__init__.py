@@ -1,0 +1,24 @@
+"""Reconstruction: geometry, projectors, FBP, SIRT (batch, windowed, streaming), DIP, alignment."""
+
+from tiltstream.recon.geometry import ProjectionGeometry, VolumeGeometry, projection_geometry, volume_geometry
+from tiltstream.recon.projector import (
+    Projector,
+    available_backends,
+    backproject_slices,
+    operator,
+    project_slices,
+    resolve_device,
+)
+
+__all__ = [
+    "ProjectionGeometry",
+    "VolumeGeometry",
+    "projection_geometry",
+    "volume_geometry",
+    "Projector",
+    "available_backends",
+    "operator",
+    "project_slices",
+    "backproject_slices",
+    "resolve_device",
+]
