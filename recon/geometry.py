@@ -2,7 +2,8 @@
 
 Volumes are (Z, Y, X); Y is the tilt axis and matches frame rows. Frames are (Y, U). At tilt θ a
 voxel centred at (x, z) (voxel units, centred: index i ↦ i − (n−1)/2) lands on detector coordinate
-``u = x·cosθ + z·sinθ``; detector column j sits at ``u = j − (U−1)/2 + axis_offset_px``.
+``u = x·cosθ + z·sinθ``, i.e. on detector column ``j = u + (U−1)/2 + axis_offset_px``: the tilt axis
+projects ``axis_offset_px`` pixels right of the detector centre.
 """
 
 from __future__ import annotations

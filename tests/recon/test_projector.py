@@ -160,3 +160,15 @@ def test_astra_backend_refused_cleanly_without_gpu():
         pytest.skip("GPU present")
     with pytest.raises(RuntimeError, match="astra"):
         _op(backend="astra")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif("astra" not in available_backends(), reason="needs astra-toolbox with a CUDA GPU")
+def test_astra_matches_torch_backend(rng):
+    angles = rng.uniform(-70, 70, 9)
+    vol = np.zeros(VOL, np.float32)
+    vol[5:16, 3:14, 6:19] = rng.random((11, 11, 13), dtype=np.float32)
+    pa = _op("astra", "cuda", angles=angles, offset=1.3)(torch.as_tensor(vol, device="cuda")).cpu().numpy()
+    pt = _op("torch", "cpu", angles=angles, offset=1.3)(vol)
+    assert np.corrcoef(pa.ravel(), pt.ravel())[0, 1] > 0.99
+    np.testing.assert_allclose(pa.sum(axis=(1, 2)), pt.sum(axis=(1, 2)), rtol=0.02)
