@@ -7,17 +7,11 @@ inside a short time window form a sparse but well-spread tilt series of the part
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from tiltstream.recon.geometry import ProjectionGeometry, VolumeGeometry
-from tiltstream.recon.projector import operator
-from tiltstream.recon.sirt import sirt
-
-__all__ = ["Window", "window_indices", "windowed_sirt"]
+__all__ = ["Window", "window_indices"]
 
 log = logging.getLogger(__name__)
 
@@ -67,42 +61,3 @@ def window_indices(times_s: np.ndarray, t: float, window: Window) -> np.ndarray:
         if idx.size < min(window.min_frames, times_s.size):
             idx = np.argsort(dist, kind="stable")[: min(window.min_frames, times_s.size)]
     return np.sort(idx)
-
-
-def windowed_sirt(
-    frames: np.ndarray,
-    angles_deg: np.ndarray,
-    times_s: np.ndarray,
-    query_times_s: Sequence[float],
-    *,
-    vol_shape: tuple[int, int, int],
-    window: Window,
-    num_iterations: int = 50,
-    axis_offset_px: float = 0.0,
-    warm_start: bool = True,
-    device: str | torch.device = "auto",
-    progress: Callable[[int], None] | None = None,
-) -> np.ndarray:
-    """(T, Z, Y, X) volumes at ``query_times_s`` from the frames around each time.
-
-    Each time point is a SIRT over its window; with ``warm_start`` the previous time's volume seeds
-    the next (times are visited in the given order, so give them sorted), which lets fewer
-    iterations do. ``progress`` is called with 1 after every time point.
-    """
-    frames = np.asarray(frames, dtype=np.float32)
-    n, ny, nu = frames.shape
-    vol = VolumeGeometry(tuple(vol_shape))
-    out = np.empty((len(query_times_s), *vol.shape), dtype=np.float32)
-    prev: torch.Tensor | None = None
-    for i, t in enumerate(query_times_s):
-        idx = window_indices(times_s, float(t), window)
-        geom = ProjectionGeometry(np.asarray(angles_deg)[idx], (ny, nu), axis_offset_px)
-        A = operator(vol, geom, device=device)
-        y = torch.as_tensor(frames[idx], device=A.device)
-        x = sirt(A, y, num_iterations, x_init=prev if warm_start else None)
-        prev = x
-        out[i] = x.cpu().numpy()
-        log.debug("t=%.2f s: %d frames, angles %.1f..%.1f", t, idx.size, geom.angles_deg.min(), geom.angles_deg.max())
-        if progress is not None:
-            progress(1)
-    return out

@@ -1,0 +1,5 @@
+import sys
+
+from tiltstream.cli import main
+
+sys.exit(main())

@@ -1,0 +1,142 @@
+"""``tiltstream`` command line: one entry point, a sub-command per job.
+
+The CLI decides what users see: log level, progress bars and the short summaries printed at the end.
+Heavy modules are imported inside each command so ``tiltstream --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from tiltstream import __version__
+
+log = logging.getLogger("tiltstream")
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers like '10,20.5,30', got {text!r}") from None
+
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
+    return v
+
+# -- info ----------------------------------------------------------------------------------------
+def cmd_info(args: argparse.Namespace) -> int:
+    from tiltstream.stream.readers import describe  # noqa: PLC0415
+
+    info = describe(args.file, tilt_axis_angle_deg=args.tilt_axis_angle)
+    if args.json:
+        print(json.dumps(info, indent=2, default=str))
+        return 0
+    width = max(len(k) for k in info)
+    for key, value in info.items():
+        print(f"{key:<{width}}  {value}")
+    return 0
+
+# -- simulate ------------------------------------------------------------------------------------
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from tiltstream import simulate as simulate_mod  # noqa: PLC0415
+
+    out = simulate_mod.run(args)
+    print(f"wrote {out.n_frames} frames {out.frame_shape} over {out.duration_s:.1f} s to {args.out}")
+    return 0
+
+# -- reconstruct ---------------------------------------------------------------------------------
+def cmd_reconstruct(args: argparse.Namespace) -> int:
+    from tiltstream import reconstruct as reconstruct_mod  # noqa: PLC0415
+
+    summary = reconstruct_mod.run(args)
+    print(summary)
+    return 0
+
+# -- score ---------------------------------------------------------------------------------------
+def cmd_score(args: argparse.Namespace) -> int:
+    from tiltstream import reconstruct as reconstruct_mod  # noqa: PLC0415
+
+    print(reconstruct_mod.score(args.result, args.truth_from))
+    return 0
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tiltstream", description="Live reconstruction for in-situ electron tomography.")
+    p.add_argument("--version", action="version", version=f"tiltstream {__version__}")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    s = sub.add_parser("info", help="what a tilt-series file holds")
+    s.add_argument("file", type=Path)
+    s.add_argument("--tilt-axis-angle", type=float, default=None, metavar="DEG",
+                   help="in-plane tilt-axis angle (from the image Y axis, counter-clockwise); overrides the file")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(func=cmd_info)
+
+    s = sub.add_parser("simulate", help="simulate a (dynamic) phantom tilt series and write an NXtomo recording")
+    s.add_argument("--phantom", default="nanorod", help="nanorod, nanostar, core_shell, sintering (default nanorod)")
+    s.add_argument("--size", type=_positive_int, default=64, help="volume edge in voxels (default 64)")
+    s.add_argument("--frames", type=_positive_int, default=240, help="number of frames (default 240)")
+    s.add_argument("--out", type=Path, required=True, help="output recording (.h5 / .nxs)")
+    s.add_argument("--scheme", choices=["golden", "linear", "incremental"], default="golden")
+    s.add_argument("--tilt-range", type=_floats, default=[-70.0, 70.0], metavar="LO,HI", help="degrees (default -70,70)")
+    s.add_argument("--dose", type=float, default=None, metavar="E_PER_A2",
+                   help="dose per frame in e-/Å² (default: noise-free)")
+    s.add_argument("--duration", type=float, default=None, metavar="S",
+                   help="duration of the shape change in s (default: the acquisition time)")
+    s.add_argument("--static", action="store_true", help="freeze the phantom (no shape change)")
+    s.add_argument("--exposure", type=float, default=0.1, metavar="S", help="exposure per frame in s")
+    s.add_argument("--drift", type=float, default=0.0, metavar="PX_PER_S", help="random-walk drift speed")
+    s.add_argument("--jitter", type=float, default=0.0, metavar="PX", help="white per-frame jitter")
+    s.add_argument("--axis-offset", type=float, default=0.0, metavar="PX", help="tilt-axis offset from centre")
+    s.add_argument("--seed", type=int, default=0)
+    s.set_defaults(func=cmd_simulate)
+
+    s = sub.add_parser("reconstruct", help="batch 3-D/4-D reconstruction of a tilt series")
+    s.add_argument("input", type=Path)
+    s.add_argument("--method", choices=["fbp", "sirt"], default="sirt")
+    s.add_argument("--window", default=None, metavar="W",
+                   help="frames per time point ('40') or seconds ('12.5s'); default: all frames (static)")
+    s.add_argument("--iterations", type=_positive_int, default=100, metavar="K", help="SIRT iterations (default 100)")
+    s.add_argument("--times", type=_floats, default=None, metavar="T1,T2,...",
+                   help="times in s since stream start; default: a spread over the series")
+    s.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    s.add_argument("--tilt-axis-angle", type=float, default=None, metavar="DEG",
+                   help="in-plane tilt-axis angle of the frames; overrides the file")
+    s.add_argument("--axis-offset", type=float, default=0.0, metavar="PX",
+                   help="tilt axis position right of the detector centre, in pixels")
+    s.add_argument("--height", type=_positive_int, default=None, metavar="NZ",
+                   help="volume thickness along the beam in voxels (default: frame width)")
+    s.add_argument("--out", type=Path, required=True, help="output HDF5 (volumes (T,Z,Y,X), times_s)")
+    s.set_defaults(func=cmd_reconstruct)
+
+    s = sub.add_parser("score", help="compare a 4-D result with the ground truth of the simulation it came from")
+    s.add_argument("result", type=Path)
+    s.add_argument("--truth-from", type=Path, default=None, metavar="SIM.h5",
+                   help="simulated recording (default: the result's input)")
+    s.set_defaults(func=cmd_score)
+    return p
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, RuntimeError, OSError) as exc:
+        if args.verbose >= 2:
+            raise
+        print(f"tiltstream {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
