@@ -223,7 +223,7 @@ class TorchProjector(Projector):
 
     def from_flat_volume(self, xf: torch.Tensor) -> torch.Tensor:
         nz, ny, nx = self.domain_shape
-        return xf.reshape(nz, nx, ny).permute(0, 2, 1).contiguous()
+        return xf.reshape(nz, nx, ny).permute(0, 2, 1).clone(memory_format=torch.contiguous_format)
 
     def to_flat_proj(self, y: torch.Tensor) -> torch.Tensor:
         """(N, Y, U) → (N·U, Y)."""
@@ -232,7 +232,7 @@ class TorchProjector(Projector):
 
     def from_flat_proj(self, yf: torch.Tensor) -> torch.Tensor:
         n, ny, nu = self.range_shape
-        return yf.reshape(n, nu, ny).permute(0, 2, 1).contiguous()
+        return yf.reshape(n, nu, ny).permute(0, 2, 1).clone(memory_format=torch.contiguous_format)
 
     def flat_forward(self, xf: torch.Tensor) -> torch.Tensor:
         return self.matrix @ xf
