@@ -1,5 +1,19 @@
 """Wire protocol, sockets and flow control, recorder, and file readers/writers."""
 
+from tiltstream.stream.errors import FileFormatError
+from tiltstream.stream.nxtomo import NXtomoWriter, write_series
+from tiltstream.stream.readers import describe, read_series
+from tiltstream.stream.results import export_volume, read_result, write_result
 from tiltstream.stream.series import TiltSeries
 
-__all__ = ["TiltSeries"]
+__all__ = [
+    "TiltSeries",
+    "FileFormatError",
+    "NXtomoWriter",
+    "write_series",
+    "read_series",
+    "describe",
+    "write_result",
+    "read_result",
+    "export_volume",
+]

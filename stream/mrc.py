@@ -1,0 +1,165 @@
+"""MRC image stacks with IMOD-style tilt-angle files beside them.
+
+``series.mrc`` (or ``.st``, ``.mrcs``, ``.ali``) holds the frames (N, Y, X) in stack order;
+``series.rawtlt`` (else ``series.tlt``) one tilt angle per frame, in degrees. Optional
+``series.csv`` (the angle/time CSV of :mod:`tiltstream.stream.sidecars`) adds frame times,
+exposures and extra fields; its angles must agree with the tilt file (or replace it when there is
+none). The pixel size comes from the MRC header (Å, converted to nm). The tilt-axis angle comes
+from an FEI extended header ("Tilt axis angle", assumed to follow the same convention), else an IMOD/SerialEM label such as
+``"Tilt axis angle = 85.3, binning = 1"``, else a ``# tilt_axis_angle_deg=`` CSV comment.
+Without times the frame index is used.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import mrcfile
+import numpy as np
+
+from tiltstream.stream.errors import FileFormatError
+from tiltstream.stream.rawseries import RawSeries, check_per_frame
+from tiltstream.stream.series import TiltSeries
+from tiltstream.stream.sidecars import fields_from_table, find_beside, read_angle_csv, read_tlt, write_angle_csv
+
+__all__ = ["MRC_SUFFIXES", "open_mrc", "write_mrc_series"]
+
+_log = logging.getLogger(__name__)
+
+MRC_SUFFIXES = (".mrc", ".mrcs", ".st", ".ali", ".preali", ".map")
+_TILT_AXIS_LABEL = re.compile(r"tilt\s*axis\s*(?:rotation\s*)?angle\s*[=:]\s*([-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)", re.I)
+
+
+def _header(path: Path) -> tuple[Any, np.ndarray | None, int]:
+    """(header copy, indexed extended header or None, expected file size in bytes)."""
+    size = path.stat().st_size
+    if size < 1024:
+        found = "an empty file (0 bytes)" if size == 0 else f"{size} bytes"
+        raise FileFormatError(path, "MRC header", "a 1024-byte MRC header", found)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            with mrcfile.open(path, mode="r", permissive=True, header_only=True) as m:
+                header = m.header.copy()
+                ext = None
+                if m.header.exttyp in (b"FEI1", b"FEI2") and m.indexed_extended_header is not None:
+                    ext = m.indexed_extended_header.copy()
+        except ValueError as e:
+            raise FileFormatError(path, "MRC header", "a valid MRC header", str(e)) from None
+    for w in caught:
+        _log.warning("%s: %s", path, w.message)
+    nx, ny, nz = (int(header.nx), int(header.ny), int(header.nz))
+    try:
+        itemsize = mrcfile.utils.dtype_from_mode(header.mode).itemsize
+    except ValueError as e:
+        raise FileFormatError(path, "MRC header: mode", "a known MRC data mode (0, 1, 2, 6, 12)", str(e)) from None
+    return header, ext, 1024 + int(header.nsymbt) + nx * ny * nz * itemsize
+
+
+def _tilt_axis_from_header(header: Any, ext: np.ndarray | None) -> tuple[float | None, str | None]:
+    if ext is not None and "Tilt axis angle" in (ext.dtype.names or ()):
+        values = np.asarray(ext["Tilt axis angle"], dtype=np.float64)
+        if values.size and np.isfinite(values[0]):
+            return float(values[0]), "FEI extended header: Tilt axis angle"
+    for i in range(int(header.nlabl)):
+        text = bytes(header.label[i]).decode("ascii", "replace")
+        match = _TILT_AXIS_LABEL.search(text)
+        if match:
+            return float(match.group(1)), f"MRC label {i}: {text.strip()!r}"
+    return None, None
+
+
+def open_mrc(path: Path) -> RawSeries:
+    """Read everything but the frames of an MRC stack and its sidecar files."""
+    header, ext, expected_size = _header(path)
+    nx, ny, nz = int(header.nx), int(header.ny), int(header.nz)
+    size = path.stat().st_size
+    if size < expected_size:
+        raise FileFormatError(path, "data", f"{expected_size} bytes for {nz} x {ny} x {nx} values in mode {int(header.mode)}",
+                              f"a truncated file of {size} bytes")
+    if nz == 0 or ny == 0 or nx == 0:
+        raise FileFormatError(path, "data", "at least 1 frame", f"shape ({nz}, {ny}, {nx})")
+    if nz == 1:
+        raise FileFormatError(path, "data", "a 3-D stack of frames (N, Y, X)", f"a 2-D image of shape ({ny}, {nx})")
+    tlt = find_beside(path, (".rawtlt", ".tlt"))
+    csv = find_beside(path, (".csv",))
+    if tlt is None and csv is None:
+        raise FileFormatError(path, "angles", f"a tilt-angle file {path.with_suffix('.rawtlt').name} or "
+                              f"{path.with_suffix('.tlt').name} (or {path.with_suffix('.csv').name}) beside it", "none")
+    fields: dict[str, Any] = {"extra": {}}
+    files = [str(path)]
+    label = str(path)
+    if tlt is not None:
+        files.append(str(tlt))
+        fields["angles_deg"] = check_per_frame(f"{path} + {tlt.name}", "angles", read_tlt(tlt), nz, what="angles")
+    if csv is not None:
+        files.append(str(csv))
+        fields.update(fields_from_table(label, read_angle_csv(csv), nz, angles_deg=fields.get("angles_deg")))
+    axis, axis_source = _tilt_axis_from_header(header, ext)
+    if axis is not None:
+        fields.setdefault("tilt_axis_angle_deg", axis)
+        fields.setdefault("tilt_axis_source", axis_source)
+    voxel_a = float(header.cella.x) / (int(header.mx) or nx)  # cell size in Å over sampling
+    voxel_ay = float(header.cella.y) / (int(header.my) or ny)
+    if "pixel_nm" not in fields and voxel_a > 0 and np.isfinite(voxel_a):
+        fields["pixel_nm"] = float(f"{voxel_a / 10.0:.7g}")  # header holds float32 Å
+        if abs(voxel_ay - voxel_a) > 1e-4 * voxel_a:
+            _log.warning("%s: x and y pixel sizes differ (%g, %g A); using x", path, voxel_a, voxel_ay)
+    metadata: dict[str, Any] = {"mrc_mode": int(header.mode)}
+    labels = [bytes(header.label[i]).decode("ascii", "replace").strip() for i in range(int(header.nlabl))]
+    if labels:
+        metadata["mrc_labels"] = labels
+    if "csv_settings" in fields:
+        metadata["csv_settings"] = fields.pop("csv_settings")
+    if "times_s" not in fields:
+        fields.update(times_s=np.arange(nz, dtype=np.float64), time_source="frame_index",
+                      time_detail=f"no {path.with_suffix('.csv').name} with a time_s column")
+
+    def load_frames() -> np.ndarray:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with mrcfile.mmap(path, mode="r", permissive=True) as m:
+                    data = m.data
+                    if data is None or data.ndim != 3:
+                        raise FileFormatError(path, "data", f"a 3-D stack ({nz}, {ny}, {nx})",
+                                              "no data" if data is None else f"shape {data.shape}")
+                    return np.array(data, dtype=np.float32)
+        except ValueError as e:
+            if isinstance(e, FileFormatError):
+                raise
+            raise FileFormatError(path, "data", "readable MRC data", str(e)) from None
+
+    return RawSeries(
+        label=label + (f" + {tlt.name}" if tlt is not None else ""),
+        format="mrc",
+        frame_shape=(ny, nx),
+        dtype=str(mrcfile.utils.dtype_from_mode(header.mode)),
+        load_frames=load_frames,
+        metadata=metadata,
+        files=files,
+        **fields,
+    )
+
+
+def write_mrc_series(path: str | Path, series: TiltSeries, *, tilt_axis_angle_deg: float = 0.0,
+                     overwrite: bool = False) -> None:
+    """Write ``series`` as ``path`` (float32 MRC) + ``.rawtlt`` + ``.csv`` (times, exposure, extras).
+
+    The tilt-axis angle is written as an IMOD-style label (``Tilt axis angle = ...``).
+    """
+    path = Path(path)
+    with mrcfile.new(path, overwrite=overwrite) as m:
+        m.set_data(np.ascontiguousarray(series.frames, dtype=np.float32))
+        m.set_image_stack()
+        if series.pixel_nm is not None:
+            m.voxel_size = series.pixel_nm * 10.0
+        m.header.label[1] = f"tiltstream: Tilt axis angle = {tilt_axis_angle_deg:.4f}".encode()[:80]
+        m.header.nlabl = 2
+    path.with_suffix(".rawtlt").write_text("".join(f"{a!r}\n" for a in series.angles_deg.tolist()))
+    write_angle_csv(path.with_suffix(".csv"), series.angles_deg, series.times_s, exposure_s=series.exposure_s,
+                    extra=series.extra)

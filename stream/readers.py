@@ -1,0 +1,183 @@
+"""Read any supported tilt-series file into a :class:`~tiltstream.stream.series.TiltSeries`.
+
+Formats (chosen by content where it can be recognised, else by extension):
+
+* HDF5 (``.h5 .hdf5 .hdf .nx .nxs .nx5``): tiltstream recordings and any NXtomo file
+  (:mod:`tiltstream.stream.nxtomo_reader`);
+* MRC (``.mrc .mrcs .st .ali .preali .map``) + ``.rawtlt``/``.tlt`` (+ optional ``.csv``) beside it
+  (:mod:`tiltstream.stream.mrc`);
+* TIFF (``.tif .tiff``) multi-page file, or a folder of TIFF files, + an angle/time CSV
+  (:mod:`tiltstream.stream.tiff`).
+
+Frames are brought into the tiltstream convention (tilt axis along the rows, Y) using the
+in-plane tilt-axis angle given to :func:`read_series`, else the one found in the file, else 0
+(see :mod:`tiltstream.stream.orient`). What was done is recorded in ``metadata``:
+``format``, ``files``, ``time_source`` (``"timestamps"``, ``"cumulative_count_time"`` or
+``"frame_index"``), ``time_detail``, ``orientation`` and, for NXtomo, ``skipped_frames``.
+
+Every problem with the input raises :class:`FileFormatError` naming the file, the field, what
+was expected and what was found.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from tiltstream.stream.errors import FileFormatError
+from tiltstream.stream.orient import orient_frames
+from tiltstream.stream.rawseries import RawSeries
+from tiltstream.stream.series import TiltSeries
+
+__all__ = ["FileFormatError", "read_series", "describe", "open_raw", "HDF5_SUFFIXES"]
+
+_log = logging.getLogger(__name__)
+
+HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".nx", ".nxs", ".nx5")
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+
+
+def _sniff(path: Path) -> str | None:
+    """Format from the first bytes of the file, or None."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(1024)
+    except OSError:
+        return None
+    if head.startswith(_HDF5_SIGNATURE):
+        return "hdf5"
+    if len(head) >= 212 and head[208:211] == b"MAP":
+        return "mrc"
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "tiff"
+    return None
+
+
+def _opener(path: Path) -> Callable[[Path], RawSeries]:
+    from tiltstream.stream.mrc import MRC_SUFFIXES, open_mrc
+    from tiltstream.stream.nxtomo_reader import open_nxtomo
+    from tiltstream.stream.tiff import TIFF_SUFFIXES, open_tiff
+
+    openers = {"hdf5": open_nxtomo, "mrc": open_mrc, "tiff": open_tiff}
+    if path.is_dir():
+        return open_tiff
+    kind = _sniff(path)
+    if kind is not None:
+        return openers[kind]
+    suffix = path.suffix.lower()
+    for kind, suffixes in (("hdf5", HDF5_SUFFIXES), ("mrc", MRC_SUFFIXES), ("tiff", TIFF_SUFFIXES)):
+        if suffix in suffixes:
+            return openers[kind]  # not recognised by content: the opener says what is wrong
+    known = " ".join(HDF5_SUFFIXES + MRC_SUFFIXES + TIFF_SUFFIXES)
+    raise FileFormatError(path, "format", f"one of {known} or a folder of TIFF files", repr(path.suffix or path.name))
+
+
+def open_raw(path: str | os.PathLike) -> RawSeries:
+    """The series in ``path`` with every per-frame field read and checked, frames not yet read."""
+    p = Path(path)
+    if not p.exists():
+        raise FileFormatError(p, "path", "an existing file or folder", "no such file or folder")
+    return _opener(p)(p)
+
+
+def read_series(path: str | os.PathLike, *, tilt_axis_angle_deg: float | None = None) -> TiltSeries:
+    """Read a tilt series from any supported file and bring it into the tiltstream conventions.
+
+    Parameters
+    ----------
+    path : file (or folder of TIFF files) to read.
+    tilt_axis_angle_deg : in-plane angle of the tilt axis in the stored frames, degrees
+        counter-clockwise from the image Y axis (IMOD convention). Overrides the file's value;
+        None uses the file's value, or 0 when the file has none.
+
+    Returns
+    -------
+    TiltSeries with frames (N, Y, U) float32, tilt axis along Y.
+    """
+    raw = open_raw(path)
+    frames = raw.load_frames()
+    if frames.shape != (raw.n_frames, *raw.frame_shape):
+        raise FileFormatError(raw.label, "frames", f"shape {(raw.n_frames, *raw.frame_shape)}", f"shape {frames.shape}")
+    angle, angle_source = _tilt_axis(raw, tilt_axis_angle_deg)
+    frames, info = orient_frames(frames, angle)
+    info["source"] = angle_source
+    metadata = dict(raw.metadata)
+    metadata.update(_notes(raw))
+    metadata["orientation"] = info
+    try:
+        return TiltSeries(
+            frames=frames,
+            angles_deg=raw.angles_deg,
+            times_s=raw.times_s,
+            exposure_s=raw.exposure_s,
+            pixel_nm=raw.pixel_nm,
+            extra=raw.extra,
+            metadata=metadata,
+            source=str(path),
+        )
+    except ValueError as e:  # every field was checked above; this is a safety net
+        raise FileFormatError(raw.label, "series", "a consistent tilt series", str(e)) from None
+
+
+def _tilt_axis(raw: RawSeries, override: float | None) -> tuple[float, str]:
+    if override is not None:
+        if not np.isfinite(override):
+            raise ValueError(f"tilt_axis_angle_deg: expected a finite angle in degrees, got {override}")
+        if raw.tilt_axis_angle_deg is not None and raw.tilt_axis_angle_deg != override:
+            _log.info("%s: tilt-axis angle %g deg given; the file says %g deg (%s)", raw.label, override,
+                      raw.tilt_axis_angle_deg, raw.tilt_axis_source)
+        return float(override), "tilt_axis_angle_deg argument"
+    if raw.tilt_axis_angle_deg is not None:
+        return float(raw.tilt_axis_angle_deg), str(raw.tilt_axis_source)
+    return 0.0, "none in the file: assumed 0 (tilt axis along the rows)"
+
+
+def _notes(raw: RawSeries) -> dict[str, Any]:
+    return {
+        "format": raw.format,
+        "files": list(raw.files),
+        "time_source": raw.time_source,
+        "time_detail": raw.time_detail,
+    }
+
+
+def describe(path: str | os.PathLike, *, tilt_axis_angle_deg: float | None = None) -> dict[str, Any]:
+    """Summary of a tilt-series file for ``tiltstream info``, without reading the frames.
+
+    Keys: ``path``, ``format``, ``files``, ``n_frames``, ``frame_shape`` (as stored, (Y, X)),
+    ``frame_shape_oriented`` (after orientation), ``dtype``, ``angle_min_deg``, ``angle_max_deg``,
+    ``duration_s`` (None when times are frame indices), ``time_source``, ``time_detail``,
+    ``exposure_total_s``, ``pixel_nm``, ``tilt_axis_angle_deg``, ``tilt_axis_source``, plus
+    ``skipped_frames`` / ``recording_closed`` where they apply.
+    """
+    raw = open_raw(path)
+    angle, angle_source = _tilt_axis(raw, tilt_axis_angle_deg)
+    k = int(np.round(angle / 90.0)) % 4
+    y, x = raw.frame_shape
+    info: dict[str, Any] = {
+        "path": str(path),
+        "format": raw.format,
+        "files": list(raw.files),
+        "n_frames": raw.n_frames,
+        "frame_shape": (y, x),
+        "frame_shape_oriented": (x, y) if k % 2 else (y, x),
+        "dtype": raw.dtype,
+        "angle_min_deg": float(raw.angles_deg.min()),
+        "angle_max_deg": float(raw.angles_deg.max()),
+        "duration_s": None if raw.time_source == "frame_index" else float(raw.times_s.max() - raw.times_s.min()),
+        "time_source": raw.time_source,
+        "time_detail": raw.time_detail,
+        "exposure_total_s": None if raw.exposure_s is None else float(raw.exposure_s.sum()),
+        "pixel_nm": raw.pixel_nm,
+        "tilt_axis_angle_deg": angle,
+        "tilt_axis_source": angle_source,
+        "extra_fields": sorted(raw.extra),
+    }
+    for key in ("skipped_frames", "recording_closed"):
+        if key in raw.metadata:
+            info[key] = raw.metadata[key]
+    return info
