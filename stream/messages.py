@@ -1,0 +1,479 @@
+"""Message dataclasses, limits and the error type of the tiltstream wire protocol.
+
+This module is the schema: the message dataclasses and which header fields each type has; the
+rules a valid value follows are in :mod:`tiltstream.stream.validation` (:func:`validate_header`,
+also importable from here). The codec that turns messages into ZeroMQ
+multipart frames and back is :mod:`tiltstream.stream.protocol`; import from there.
+
+Conventions (see DESIGN.md): frames are (Y, U) arrays with Y along the tilt axis, volumes are
+(Z, Y, X); angles are in degrees, times in seconds since stream start, lengths in nm, dose in
+e⁻/Å², temperature in °C.
+
+Messages are frozen, keyword-only dataclasses. They compare by value: array fields are equal when
+shape, dtype and contents are equal (NaN equals NaN in float arrays). Sequences such as
+``tilt_range_deg`` are stored as tuples. Field values are checked by :func:`~.protocol.pack` and
+:func:`~.protocol.unpack`, not at construction, so a message built from bad values fails when it
+is packed, with a :class:`ProtocolError` naming the field.
+"""
+
+from __future__ import annotations
+
+import math
+import reprlib
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, ClassVar
+
+import numpy as np
+
+__all__ = [
+    "REASONS",
+    "DEFAULT_UNITS",
+    "ProtocolError",
+    "Limits",
+    "DEFAULT_LIMITS",
+    "StartMsg",
+    "FrameMsg",
+    "EndMsg",
+    "VolumeMsg",
+    "SlicesMsg",
+    "MetricsMsg",
+    "Message",
+    "MESSAGE_TYPES",
+    "ALLOWED_DTYPES",
+    "validate_header",
+    "check_finite_data",
+]
+
+#: Every reason code a :class:`ProtocolError` can carry.
+REASONS: frozenset[str] = frozenset(
+    {
+        "garbage",  # a part is not a buffer, or the header is not decodable msgpack
+        "not_a_map",  # the header decodes to something other than a map
+        "unknown_type",  # "type" names no known message
+        "bad_version",  # known message name, unsupported or malformed version
+        "missing_field",  # a required header field is absent
+        "unknown_field",  # a header field the schema does not know (strict mode only)
+        "bad_field_type",  # a header field or key has the wrong type
+        "bad_value",  # right type, value out of range (negative seq, empty id, index outside)
+        "non_finite",  # NaN or Inf in a float field or in float array data
+        "bad_shape",  # shape is not a list of positive ints of the right length, or inconsistent
+        "bad_dtype",  # dtype string not in the allowed set
+        "size_mismatch",  # buffer length differs from prod(shape) * itemsize
+        "too_large",  # header bytes or array elements above the configured limits
+        "extra_parts",  # more multipart frames than the message type has
+        "missing_part",  # fewer multipart frames than the message type needs
+    }
+)
+
+#: Units stated by a ``start/1`` message unless the sender says otherwise.
+DEFAULT_UNITS: dict[str, str] = {
+    "angle": "deg",
+    "time": "s",
+    "length": "nm",
+    "dose": "e/A^2",
+    "temperature": "C",
+}
+
+
+class ProtocolError(ValueError):
+    """A message that breaks the wire protocol.
+
+    Attributes
+    ----------
+    reason : short machine-readable code, one of :data:`REASONS` (e.g. ``"size_mismatch"``).
+    detail : human-readable text naming the field, what was expected and what arrived.
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(reason, detail)
+        self.reason = reason
+        self.detail = detail
+
+    def __str__(self) -> str:
+        return f"{self.reason}: {self.detail}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Limits:
+    """Bounds that :func:`~.protocol.unpack` enforces (and :func:`~.protocol.pack` checks).
+
+    Attributes
+    ----------
+    max_frame_elements : most pixels in one frame or one slice (default 8192 × 8192).
+    max_volume_elements : most voxels in one volume (default 1024³).
+    max_header_bytes : largest encoded header; also bounds every msgpack string/array/map length.
+    max_metrics : most entries in ``metrics/1`` ``values``.
+    max_str_chars : longest ``stream_id``/``scheme``/``source``/``reason`` string.
+    max_nesting : deepest nesting of lists/maps inside ``experiment`` metadata.
+    check_data_finite : reject float array data containing NaN or Inf.
+    strict : reject header fields the schema does not know (default: ignore them, so a newer
+        sender may add optional fields without a version bump).
+    """
+
+    max_frame_elements: int = 8192 * 8192
+    max_volume_elements: int = 1024**3
+    max_header_bytes: int = 64 * 1024
+    max_metrics: int = 256
+    max_str_chars: int = 256
+    max_nesting: int = 16
+    check_data_finite: bool = True
+    strict: bool = False
+
+
+DEFAULT_LIMITS = Limits()
+
+
+def _as_tuple(value: Any) -> Any:
+    """Lists, tuples and 1-D arrays become tuples of Python scalars; anything else is kept."""
+    if isinstance(value, np.ndarray) and value.ndim == 1:
+        return tuple(value.tolist())
+    if isinstance(value, (list, tuple)):
+        return tuple(v.item() if isinstance(v, np.generic) else v for v in value)
+    return value
+
+
+def _canonical_dtype(value: Any) -> Any:
+    """A numpy dtype spelling becomes its ``dtype.str`` (``"<u2"``); anything else is kept."""
+    try:
+        return np.dtype(value).str
+    except (TypeError, ValueError):
+        return value
+
+
+def _values_equal(a: Any, b: Any) -> bool:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)):
+            return False
+        if a.shape != b.shape or a.dtype != b.dtype:
+            return False
+        return bool(np.array_equal(a, b, equal_nan=a.dtype.kind == "f"))
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return bool(a == b)
+
+
+def _short_repr(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        return f"array(shape={value.shape}, dtype={value.dtype})"
+    return repr(value)
+
+
+class _Base:
+    """Value equality (arrays by content) and a compact repr for all messages."""
+
+    NAME: ClassVar[str]
+    VERSION: ClassVar[int]
+
+    @property
+    def type_string(self) -> str:
+        """The wire ``type`` of this message, e.g. ``"frame/1"``."""
+        return f"{self.NAME}/{self.VERSION}"
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(
+            _values_equal(getattr(self, f.name), getattr(other, f.name))
+            for f in fields(self)  # type: ignore[arg-type]
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        parts = ", ".join(
+            f"{f.name}={_short_repr(getattr(self, f.name))}"
+            for f in fields(self)  # type: ignore[arg-type]
+        )
+        return f"{type(self).__name__}({parts})"
+
+
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class StartMsg(_Base):
+    """``start/1``: a new tilt series begins. Header only.
+
+    Attributes
+    ----------
+    stream_id : series id (e.g. ``uuid.uuid4().hex``); consumers drop data of other series.
+    frame_shape : (Y, U) of every frame in this series.
+    dtype : numpy dtype string of the frames, stored canonically (``"<u2"``, ``"|u1"``, ...).
+    scheme : tilt scheme, e.g. ``"golden_ratio"``.
+    pixel_nm : detector pixel size in the sample plane, nm; None when unknown.
+    tilt_range_deg : (lo, hi) tilt range in degrees; None when unknown.
+    units : quantity -> unit, see :data:`DEFAULT_UNITS`.
+    experiment : free-form JSON-like metadata (str keys; None/bool/int/float/str/list/dict).
+        Tuples inside come back as lists.
+    """
+
+    NAME: ClassVar[str] = "start"
+    VERSION: ClassVar[int] = 1
+
+    stream_id: str
+    frame_shape: tuple[int, int]
+    dtype: str
+    scheme: str
+    pixel_nm: float | None = None
+    tilt_range_deg: tuple[float, float] | None = None
+    units: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_UNITS))
+    experiment: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "frame_shape", _as_tuple(self.frame_shape))
+        object.__setattr__(self, "dtype", _canonical_dtype(self.dtype))
+        object.__setattr__(self, "tilt_range_deg", _as_tuple(self.tilt_range_deg))
+
+
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class FrameMsg(_Base):
+    """``frame/1``: one projection. Parts ``[header, buffer]``.
+
+    Attributes
+    ----------
+    seq : frame number in the series, 0, 1, 2, ... (gaps mean lost frames).
+    stream_id : series id, see :class:`StartMsg`.
+    angle_deg : tilt angle, degrees.
+    t_s : mid-exposure acquisition time, seconds since stream start.
+    exposure_s : exposure time, seconds (≥ 0).
+    data : (Y, U) frame; rows run along the tilt axis. Arrays from ``unpack`` are read-only.
+    dose_e_per_A2 : electron dose of this frame, e⁻/Å² (≥ 0).
+    temperature_C : sample temperature, °C.
+    pixel_nm : pixel size, nm (> 0).
+    tilt_range_deg : (lo, hi) tilt range in degrees.
+    stage_xyz : stage position (x, y, z), nm.
+    focus_index : index within a through-focus set (≥ 0).
+    """
+
+    NAME: ClassVar[str] = "frame"
+    VERSION: ClassVar[int] = 1
+
+    seq: int
+    stream_id: str
+    angle_deg: float
+    t_s: float
+    exposure_s: float
+    data: np.ndarray
+    dose_e_per_A2: float | None = None
+    temperature_C: float | None = None
+    pixel_nm: float | None = None
+    tilt_range_deg: tuple[float, float] | None = None
+    stage_xyz: tuple[float, float, float] | None = None
+    focus_index: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tilt_range_deg", _as_tuple(self.tilt_range_deg))
+        object.__setattr__(self, "stage_xyz", _as_tuple(self.stage_xyz))
+
+
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class EndMsg(_Base):
+    """``end/1``: the series is over. Header only.
+
+    Attributes
+    ----------
+    stream_id : series id.
+    n_frames : number of frames the sender published (seq 0 .. n_frames-1).
+    reason : why it ended, e.g. ``"complete"``, ``"aborted"``, ``"error: ..."``.
+    """
+
+    NAME: ClassVar[str] = "end"
+    VERSION: ClassVar[int] = 1
+
+    stream_id: str
+    n_frames: int
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class VolumeMsg(_Base):
+    """``volume/1``: a reconstructed (usually downsampled) volume. Parts ``[header, buffer]``.
+
+    Attributes
+    ----------
+    stream_id : series id of the frames it was reconstructed from.
+    seq : publication number of this volume stream.
+    t_s : time the volume represents, seconds since stream start.
+    data : (Z, Y, X) volume. Arrays from ``unpack`` are read-only.
+    source : producing method, e.g. ``"sirt"`` or ``"dip"``.
+    n_frames_used : number of frames that went into it.
+    voxel_nm : voxel size, nm (> 0); None when unknown.
+    """
+
+    NAME: ClassVar[str] = "volume"
+    VERSION: ClassVar[int] = 1
+
+    stream_id: str
+    seq: int
+    t_s: float
+    data: np.ndarray
+    source: str
+    n_frames_used: int
+    voxel_nm: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class SlicesMsg(_Base):
+    """``slices/1``: three orthogonal slices. Parts ``[header, xy, xz, yz]``.
+
+    With a volume of shape (Z, Y, X): ``xy`` is (Y, X) at z = index[0], ``xz`` is (Z, X) at
+    y = index[1], ``yz`` is (Z, Y) at x = index[2]. All three share one dtype, and their shapes
+    must agree on Z, Y and X.
+
+    Attributes
+    ----------
+    stream_id, seq, t_s, source : as in :class:`VolumeMsg`.
+    xy, xz, yz : the slices (read-only when from ``unpack``).
+    index : (z, y, x) position of the slices in the volume.
+    voxel_nm : voxel size, nm (> 0); None when unknown.
+    """
+
+    NAME: ClassVar[str] = "slices"
+    VERSION: ClassVar[int] = 1
+
+    stream_id: str
+    seq: int
+    t_s: float
+    xy: np.ndarray
+    xz: np.ndarray
+    yz: np.ndarray
+    index: tuple[int, int, int]
+    source: str
+    voxel_nm: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "index", _as_tuple(self.index))
+
+
+@dataclass(frozen=True, kw_only=True, eq=False, repr=False)
+class MetricsMsg(_Base):
+    """``metrics/1``: named scalar values (losses, rates, reject counts). Header only.
+
+    Attributes
+    ----------
+    stream_id, seq, t_s : as in :class:`VolumeMsg`.
+    values : name -> finite float.
+    """
+
+    NAME: ClassVar[str] = "metrics"
+    VERSION: ClassVar[int] = 1
+
+    stream_id: str
+    seq: int
+    t_s: float
+    values: dict[str, float]
+
+
+Message = StartMsg | FrameMsg | EndMsg | VolumeMsg | SlicesMsg | MetricsMsg
+
+#: Message name -> {supported version -> class}.
+MESSAGE_TYPES: dict[str, dict[int, type[_Base]]] = {
+    cls.NAME: {cls.VERSION: cls}
+    for cls in (StartMsg, FrameMsg, EndMsg, VolumeMsg, SlicesMsg, MetricsMsg)
+}
+
+_REQUIRED: dict[str, frozenset[str]] = {
+    name: frozenset(
+        f.name
+        for f in fields(versions[1])  # type: ignore[arg-type]
+        if f.default is MISSING and f.default_factory is MISSING
+    )
+    for name, versions in MESSAGE_TYPES.items()
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Schema: header field kinds per message type and their validators.
+
+_DTYPE_NAMES = ("uint8", "uint16", "int16", "int32", "float32", "float64")
+#: The dtypes arrays may have on the wire (little-endian).
+ALLOWED_DTYPES: tuple[np.dtype, ...] = tuple(np.dtype(n).newbyteorder("<") for n in _DTYPE_NAMES)
+_DTYPE_SPELLINGS: dict[str, np.dtype] = {}
+for _name, _dt in zip(_DTYPE_NAMES, ALLOWED_DTYPES, strict=True):
+    _DTYPE_SPELLINGS.update({_name: _dt, _dt.str: _dt, "<" + _dt.str[1:]: _dt})
+
+# Header field kinds per message name; arrays are listed separately in _ARRAYS.
+_FIELD_KINDS: dict[str, dict[str, str]] = {
+    "start": {
+        "stream_id": "id",
+        "frame_shape": "frame_shape",
+        "dtype": "dtype",
+        "scheme": "text",
+        "pixel_nm": "positive",
+        "tilt_range_deg": "range2",
+        "units": "units",
+        "experiment": "json",
+    },
+    "frame": {
+        "seq": "count",
+        "stream_id": "id",
+        "angle_deg": "float",
+        "t_s": "float",
+        "exposure_s": "nonneg",
+        "dose_e_per_A2": "nonneg",
+        "temperature_C": "temperature",
+        "pixel_nm": "positive",
+        "tilt_range_deg": "range2",
+        "stage_xyz": "xyz",
+        "focus_index": "count",
+    },
+    "end": {"stream_id": "id", "n_frames": "count", "reason": "text"},
+    "volume": {
+        "stream_id": "id",
+        "seq": "count",
+        "t_s": "float",
+        "source": "text",
+        "n_frames_used": "count",
+        "voxel_nm": "positive",
+    },
+    "slices": {
+        "stream_id": "id",
+        "seq": "count",
+        "t_s": "float",
+        "index": "index3",
+        "source": "text",
+        "voxel_nm": "positive",
+    },
+    "metrics": {"stream_id": "id", "seq": "count", "t_s": "float", "values": "metrics"},
+}
+
+# (dataclass field, header shape key, ndim, Limits attribute bounding its element count)
+_ARRAYS: dict[str, tuple[tuple[str, str, int, str], ...]] = {
+    "start": (),
+    "frame": (("data", "shape", 2, "max_frame_elements"),),
+    "end": (),
+    "volume": (("data", "shape", 3, "max_volume_elements"),),
+    "slices": (
+        ("xy", "xy_shape", 2, "max_frame_elements"),
+        ("xz", "xz_shape", 2, "max_frame_elements"),
+        ("yz", "yz_shape", 2, "max_frame_elements"),
+    ),
+    "metrics": (),
+}
+
+
+def _fail(reason: str, detail: str) -> ProtocolError:
+    return ProtocolError(reason, detail)
+
+
+def _key(key: str) -> str:
+    """A map key for error details, clipped."""
+    return _REPR.repr(key)
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 40, 40
+
+
+def _show(value: Any) -> str:
+    """Short description of an arrived value for error details (bounded depth and length)."""
+    text = _REPR.repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{type(value).__name__} {text}"
+
+
+def __getattr__(name: str) -> Any:
+    """``validate_header`` and ``check_finite_data`` moved to :mod:`.validation`; still importable here."""
+    if name in ("validate_header", "check_finite_data"):
+        from tiltstream.stream import validation
+
+        return getattr(validation, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

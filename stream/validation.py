@@ -1,0 +1,304 @@
+"""Header validation for the tiltstream wire protocol: field validators and whole-header checks.
+
+:func:`validate_header` checks a decoded header map against the schema tables of
+:mod:`tiltstream.stream.messages` and raises :class:`~tiltstream.stream.messages.ProtocolError`
+with a reason code for anything wrong; :func:`check_finite_data` screens float array data. The
+codec (:mod:`tiltstream.stream.protocol`) calls both; import messages and the codec from there.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from tiltstream.stream.messages import (
+    _ARRAYS,
+    _DTYPE_SPELLINGS,
+    _FIELD_KINDS,
+    _REQUIRED,
+    ALLOWED_DTYPES,
+    MESSAGE_TYPES,
+    Limits,
+    _fail,
+    _key,
+    _show,
+)
+
+__all__ = ["validate_header", "check_finite_data", "ArraySpec"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Field validators: (name, value, limits) -> normalised value, or raise ProtocolError.
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _float(name: str, value: Any, limits: Limits) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _fail("bad_field_type", f"{name}: expected a number, got {_show(value)}")
+    out = float(value)
+    if not math.isfinite(out):
+        raise _fail("non_finite", f"{name}: expected a finite number, got {out!r}")
+    return out
+
+
+def _nonneg(name: str, value: Any, limits: Limits) -> float:
+    out = _float(name, value, limits)
+    if out < 0:
+        raise _fail("bad_value", f"{name}: expected >= 0, got {out!r}")
+    return out
+
+
+def _positive(name: str, value: Any, limits: Limits) -> float:
+    out = _float(name, value, limits)
+    if out <= 0:
+        raise _fail("bad_value", f"{name}: expected > 0, got {out!r}")
+    return out
+
+
+def _temperature(name: str, value: Any, limits: Limits) -> float:
+    out = _float(name, value, limits)
+    if out < -273.15:
+        raise _fail("bad_value", f"{name}: expected >= -273.15 (degC), got {out!r}")
+    return out
+
+
+def _count(name: str, value: Any, limits: Limits) -> int:
+    if not _is_int(value):
+        raise _fail("bad_field_type", f"{name}: expected an int, got {_show(value)}")
+    if not 0 <= value < 2**63:
+        raise _fail("bad_value", f"{name}: expected 0 <= {name} < 2**63, got {value}")
+    return value
+
+
+def _text(name: str, value: Any, limits: Limits) -> str:
+    if not isinstance(value, str):
+        raise _fail("bad_field_type", f"{name}: expected a str, got {_show(value)}")
+    if len(value) > limits.max_str_chars:
+        raise _fail(
+            "bad_value", f"{name}: expected <= {limits.max_str_chars} chars, got {len(value)}"
+        )
+    return value
+
+
+def _id(name: str, value: Any, limits: Limits) -> str:
+    out = _text(name, value, limits)
+    if not out:
+        raise _fail("bad_value", f"{name}: expected a non-empty str, got ''")
+    return out
+
+
+def _seq_of(name: str, value: Any, n: int) -> list[Any]:
+    if not isinstance(value, (list, tuple)):
+        raise _fail("bad_field_type", f"{name}: expected a list of {n}, got {_show(value)}")
+    if len(value) != n:
+        raise _fail("bad_value", f"{name}: expected {n} elements, got {len(value)}")
+    return list(value)
+
+
+def _range2(name: str, value: Any, limits: Limits) -> tuple[float, float]:
+    lo, hi = (_float(f"{name}[{i}]", v, limits) for i, v in enumerate(_seq_of(name, value, 2)))
+    if not lo < hi:
+        raise _fail("bad_value", f"{name}: expected lo < hi, got [{lo!r}, {hi!r}]")
+    return lo, hi
+
+
+def _xyz(name: str, value: Any, limits: Limits) -> tuple[float, ...]:
+    return tuple(_float(f"{name}[{i}]", v, limits) for i, v in enumerate(_seq_of(name, value, 3)))
+
+
+def _index3(name: str, value: Any, limits: Limits) -> tuple[int, ...]:
+    return tuple(_count(f"{name}[{i}]", v, limits) for i, v in enumerate(_seq_of(name, value, 3)))
+
+
+def _shape(name: str, value: Any, ndim: int, max_elements: int) -> tuple[int, ...]:
+    if not isinstance(value, (list, tuple)):
+        raise _fail("bad_field_type", f"{name}: expected a list of {ndim} ints, got {_show(value)}")
+    if len(value) != ndim or not all(_is_int(v) and v > 0 for v in value):
+        raise _fail("bad_shape", f"{name}: expected {ndim} positive ints, got {_show(value)}")
+    n = math.prod(value)
+    if n > max_elements:
+        raise _fail("too_large", f"{name}: {list(value)} has {n} elements, limit {max_elements}")
+    return tuple(value)
+
+
+def _frame_shape(name: str, value: Any, limits: Limits) -> tuple[int, ...]:
+    return _shape(name, value, 2, limits.max_frame_elements)
+
+
+def _dtype(name: str, value: Any, limits: Limits) -> str:
+    if not isinstance(value, str):
+        raise _fail("bad_field_type", f"{name}: expected a dtype str, got {_show(value)}")
+    dt = _DTYPE_SPELLINGS.get(value)
+    if dt is None:
+        allowed = ", ".join(d.str for d in ALLOWED_DTYPES)
+        raise _fail("bad_dtype", f"{name}: expected one of {allowed}, got {_show(value)}")
+    return dt.str
+
+
+def _str_keys(name: str, value: Any, max_len: int) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _fail("bad_field_type", f"{name}: expected a map, got {_show(value)}")
+    if len(value) > max_len:
+        raise _fail("too_large", f"{name}: {len(value)} entries, limit {max_len}")
+    for key in value:
+        if not isinstance(key, str):
+            raise _fail("bad_field_type", f"{name}: expected str keys, got {_show(key)}")
+    return value
+
+
+def _units(name: str, value: Any, limits: Limits) -> dict[str, str]:
+    for key, unit in _str_keys(name, value, limits.max_metrics).items():
+        _text(f"{name}[{_key(key)}]", unit, limits)
+    return dict(value)
+
+
+def _metrics(name: str, value: Any, limits: Limits) -> dict[str, float]:
+    return {
+        key: _float(f"{name}[{_key(key)}]", v, limits)
+        for key, v in _str_keys(name, value, limits.max_metrics).items()
+    }
+
+
+def _json(name: str, value: Any, limits: Limits, depth: int = 0) -> Any:
+    if depth > limits.max_nesting:
+        raise _fail("too_large", f"{name}: nested deeper than {limits.max_nesting}")
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return _float(name, value, limits)
+    if isinstance(value, list):
+        return [_json(f"{name}[{i}]", v, limits, depth + 1) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {
+            k: _json(f"{name}[{_key(k)}]", v, limits, depth + 1)
+            for k, v in _str_keys(name, value, limits.max_header_bytes).items()
+        }
+    raise _fail("bad_field_type", f"{name}: expected JSON-like data, got {_show(value)}")
+
+
+def _experiment(name: str, value: Any, limits: Limits) -> dict[str, Any]:
+    _str_keys(name, value, limits.max_header_bytes)
+    return _json(name, value, limits)
+
+
+_VALIDATORS: dict[str, Callable[[str, Any, Limits], Any]] = {
+    "id": _id,
+    "text": _text,
+    "count": _count,
+    "float": _float,
+    "nonneg": _nonneg,
+    "positive": _positive,
+    "temperature": _temperature,
+    "range2": _range2,
+    "xyz": _xyz,
+    "index3": _index3,
+    "frame_shape": _frame_shape,
+    "dtype": _dtype,
+    "units": _units,
+    "json": _experiment,
+    "metrics": _metrics,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole-header checks.
+
+
+def _message_class(header: dict[str, Any]) -> tuple[str, type]:
+    if "type" not in header:
+        raise _fail("missing_field", "type: required, absent")
+    value = header["type"]
+    if not isinstance(value, str):
+        raise _fail("bad_field_type", f"type: expected a str like 'frame/1', got {_show(value)}")
+    name, sep, version = value.partition("/")
+    if name not in MESSAGE_TYPES:
+        raise _fail(
+            "unknown_type", f"type: expected one of {sorted(MESSAGE_TYPES)}, got {_show(value)}"
+        )
+    versions = MESSAGE_TYPES[name]
+    ok = sep and len(version) <= 9 and version.isascii() and version.isdigit()
+    if not (ok and int(version) in versions):
+        expected = ", ".join(f"{name}/{v}" for v in versions)
+        raise _fail("bad_version", f"type: expected {expected}, got {_show(value)}")
+    return name, versions[int(version)]
+
+
+ArraySpec = tuple[str, tuple[int, ...], np.dtype]
+
+
+def validate_header(
+    header: dict[str, Any], limits: Limits
+) -> tuple[type, dict[str, Any], list[ArraySpec]]:
+    """Check a decoded header against the schema of its ``type``.
+
+    Returns the message class, the validated field values (keyword arguments for the class, without
+    the arrays) and, for each array part, ``(field name, shape, dtype)``. Raises
+    :class:`ProtocolError`.
+    """
+    name, cls = _message_class(header)
+    kinds = _FIELD_KINDS[name]
+    arrays = _ARRAYS[name]
+    if limits.strict:
+        known = {"type", *kinds, *(a[1] for a in arrays), *(("dtype",) if arrays else ())}
+        unknown = sorted(set(header) - known)
+        if unknown:
+            raise _fail("unknown_field", f"{name}: unknown header fields {_show(unknown)}")
+    required = _REQUIRED[name]
+    kwargs: dict[str, Any] = {}
+    for field_name, kind in kinds.items():
+        if field_name not in header:
+            if field_name in required:
+                raise _fail("missing_field", f"{field_name}: required by {name}, absent")
+            continue
+        value = header[field_name]
+        if value is None and field_name not in required:
+            continue
+        kwargs[field_name] = _VALIDATORS[kind](field_name, value, limits)
+    specs: list[ArraySpec] = []
+    if arrays:
+        if "dtype" not in header:
+            raise _fail("missing_field", f"dtype: required by {name}, absent")
+        dtype = np.dtype(_dtype("dtype", header["dtype"], limits))
+        for field_name, key, ndim, limit_attr in arrays:
+            if key not in header:
+                raise _fail("missing_field", f"{key}: required by {name}, absent")
+            shape = _shape(key, header[key], ndim, getattr(limits, limit_attr))
+            specs.append((field_name, shape, dtype))
+    if name == "slices":
+        _check_slices(kwargs["index"], *(shape for _, shape, _ in specs))
+    return cls, kwargs, specs
+
+
+def _check_slices(
+    index: tuple[int, ...], xy: tuple[int, ...], xz: tuple[int, ...], yz: tuple[int, ...]
+) -> None:
+    """xy (Y, X), xz (Z, X), yz (Z, Y) must agree; index (z, y, x) must lie inside."""
+    if not (xy[1] == xz[1] and xz[0] == yz[0] and xy[0] == yz[1]):
+        raise _fail(
+            "bad_shape",
+            f"slices: expected xy (Y, X), xz (Z, X), yz (Z, Y) of one volume, "
+            f"got xy {list(xy)}, xz {list(xz)}, yz {list(yz)}",
+        )
+    volume = (xz[0], xy[0], xy[1])
+    if not all(i < n for i, n in zip(index, volume, strict=True)):
+        raise _fail("bad_value", f"index: expected (z, y, x) inside {volume}, got {index}")
+
+
+def check_finite_data(name: str, array: np.ndarray, limits: Limits) -> None:
+    """Raise ``non_finite`` if a float array holds NaN/Inf (when ``limits.check_data_finite``).
+
+    A sum in the array's own dtype screens it in one pass without a temporary; only when the sum
+    is not finite (NaN/Inf present, or an overflow of large finite values) is each element tested.
+    """
+    if not limits.check_data_finite or array.dtype.kind != "f":
+        return
+    with np.errstate(all="ignore"):
+        total = float(array.sum())
+    if not math.isfinite(total) and not bool(np.isfinite(array).all()):
+        raise _fail("non_finite", f"{name}: array data contains NaN or Inf")
