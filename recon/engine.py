@@ -1,0 +1,155 @@
+"""The live reconstruction engine: protocol messages in, estimates out. No sockets, no threads.
+
+:class:`ReconEngine` is the part of ``tiltstream recon`` that can be tested without a network: it
+follows series (start/1, frame/1, end/1), folds frames into a :class:`~.streaming.StreamingSirt`,
+and produces ``slices/1`` after every update, ``volume/1`` at a bounded rate (downsampled for
+viewers) and ``metrics/1`` (latency, residual, window). The service wraps it with sockets.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from tiltstream.recon.streaming import FrameRejected, StreamingParams, StreamingSirt
+from tiltstream.stream.protocol import EndMsg, FrameMsg, MetricsMsg, SlicesMsg, StartMsg, VolumeMsg
+
+__all__ = ["EngineConfig", "ReconEngine", "downsample"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Live-reconstruction settings.
+
+    vol_z : volume thickness along the beam (voxels); None → frame width.
+    volume_period_s : least time between two published volumes (viewers take slices in between).
+    volume_max_edge : published volumes are block-averaged down to at most this edge length.
+    """
+
+    streaming: StreamingParams = field(default_factory=StreamingParams)
+    vol_z: int | None = None
+    axis_offset_px: float = 0.0
+    device: str = "auto"
+    volume_period_s: float = 1.0
+    volume_max_edge: int = 128
+
+
+def downsample(vol: np.ndarray, max_edge: int) -> np.ndarray:
+    """Block-average (Z, Y, X) by the smallest integer factor that brings every edge ≤ ``max_edge``."""
+    f = max(1, math.ceil(max(vol.shape) / max_edge))
+    if f == 1:
+        return vol
+    z, y, x = (s // f * f for s in vol.shape)
+    v = vol[:z, :y, :x]
+    return v.reshape(z // f, f, y // f, f, x // f, f).mean(axis=(1, 3, 5)).astype(np.float32)
+
+
+class ReconEngine:
+    """Feed it messages with :meth:`handle`; call :meth:`step` to update and collect outputs."""
+
+    def __init__(self, config: EngineConfig | None = None, *, clock: Callable[[], float] = time.monotonic):
+        self.config = config or EngineConfig()
+        self.clock = clock
+        self.estimator: StreamingSirt | None = None
+        self.stream_id: str | None = None
+        self.voxel_nm: float | None = None
+        self.rejected: Counter[str] = Counter()
+        self.latencies_s: list[float] = []
+        self._pending: list[tuple[FrameMsg, float]] = []
+        self._out_seq = 0
+        self._last_volume_t = -math.inf
+        self._last_t_s = float("nan")
+        self.ended = False
+
+    # -- intake -------------------------------------------------------------------------------
+    def handle(self, msg: object, received_at: float | None = None) -> None:
+        """Take one validated protocol message (start/frame/end); others are ignored."""
+        now = self.clock() if received_at is None else received_at
+        if isinstance(msg, StartMsg):
+            self._new_series(msg.stream_id, tuple(msg.frame_shape), msg.pixel_nm)
+        elif isinstance(msg, FrameMsg):
+            if msg.stream_id != self.stream_id:
+                log.warning("frame from series %s without its start/1: starting a new series", msg.stream_id[:8])
+                self._new_series(msg.stream_id, tuple(msg.data.shape), msg.pixel_nm)
+            self._pending.append((msg, now))
+        elif isinstance(msg, EndMsg) and msg.stream_id == self.stream_id:
+            self.ended = True
+
+    def _new_series(self, stream_id: str, frame_shape: tuple[int, int], pixel_nm: float | None) -> None:
+        cfg = self.config
+        ny, nu = frame_shape
+        self.stream_id = stream_id
+        self.voxel_nm = pixel_nm
+        self.estimator = StreamingSirt((cfg.vol_z or nu, ny, nu), cfg.streaming, det_cols=nu,
+                                       axis_offset_px=cfg.axis_offset_px, device=cfg.device)
+        self._pending.clear()
+        self._last_volume_t = -math.inf
+        self.latencies_s.clear()
+        self.ended = False
+        log.info("new series %s: frames %s, volume %s", stream_id[:8], frame_shape, self.estimator.vol_shape)
+
+    # -- update -------------------------------------------------------------------------------
+    @property
+    def n_pending(self) -> int:
+        return len(self._pending)
+
+    def step(self, *, force_volume: bool = False) -> list[object]:
+        """Fold in every pending frame, run one update, and return the messages to publish."""
+        est = self.estimator
+        if est is None or (not self._pending and not force_volume):
+            return []
+        arrived = []
+        for msg, t_recv in self._pending:
+            try:
+                est.add_frame(msg.data, float(msg.angle_deg), float(msg.t_s), seq=int(msg.seq))
+            except FrameRejected as exc:
+                self.rejected[str(exc).split(":")[0]] += 1
+                log.warning("frame seq %d rejected: %s", msg.seq, exc)
+                continue
+            arrived.append(t_recv)
+            self._last_t_s = float(msg.t_s)
+        self._pending.clear()
+        t0 = self.clock()
+        residual = est.update() if arrived else est.last_residual
+        done = self.clock()
+        self.latencies_s.extend(done - t for t in arrived)
+        return self._outputs(residual, done - t0, force_volume)
+
+    def _outputs(self, residual: float, update_s: float, force_volume: bool) -> list[object]:
+        est = self.estimator
+        vol = est.volume()
+        self._out_seq += 1
+        common = dict(stream_id=self.stream_id, seq=self._out_seq, t_s=self._last_t_s if math.isfinite(
+            self._last_t_s) else 0.0)
+        nz, ny, nx = vol.shape
+        index = (nz // 2, ny // 2, nx // 2)
+        out: list[object] = [
+            SlicesMsg(**common, xy=vol[index[0]], xz=np.ascontiguousarray(vol[:, index[1], :]),
+                      yz=np.ascontiguousarray(vol[:, :, index[2]]), index=index, source="sirt",
+                      voxel_nm=self.voxel_nm)
+        ]
+        now = self.clock()
+        if force_volume or now - self._last_volume_t >= self.config.volume_period_s:
+            self._last_volume_t = now
+            small = downsample(vol, self.config.volume_max_edge)
+            voxel = None if self.voxel_nm is None else self.voxel_nm * vol.shape[0] / small.shape[0]
+            out.append(VolumeMsg(**common, data=small, source="sirt", n_frames_used=est.window_size, voxel_nm=voxel))
+        lat = self.latencies_s[-1] if self.latencies_s else float("nan")
+        values = {
+            "sirt_residual": float(residual),
+            "update_s": float(update_s),
+            "latency_s": float(lat),
+            "frames_seen": float(est.n_frames_seen),
+            "window_frames": float(est.window_size),
+            "frames_rejected": float(sum(self.rejected.values())),
+        }
+        out.append(MetricsMsg(**common, values={k: v for k, v in values.items() if math.isfinite(v)}))
+        return out
