@@ -123,6 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--truth-from", type=Path, default=None, metavar="SIM.h5",
                    help="simulated recording (default: the result's input)")
     s.set_defaults(func=cmd_score)
+
+    from tiltstream import cmd_acquire, cmd_record  # noqa: PLC0415 (light: no heavy imports at module level)
+
+    cmd_acquire.register(sub)
+    cmd_record.register(sub)
     return p
 
 def main(argv: list[str] | None = None) -> int:

@@ -94,7 +94,7 @@ def run(args: argparse.Namespace) -> TiltSeries:
 def truth_from_recording(path: str | Path) -> Callable[[float], np.ndarray]:
     """``truth(t_s) -> (Z, Y, X)`` ground-truth contrast of the phantom a recording was simulated from."""
     series = read_series(path)
-    recipe = series.metadata.get("simulation")
+    recipe = series.metadata.get("simulation") or series.metadata.get("experiment", {}).get("simulation")
     if not isinstance(recipe, dict):
         raise ValueError(f"{path}: metadata 'simulation': expected the recipe of a tiltstream simulation, found none")
     ph = make_phantom(recipe["phantom"], size=recipe["size"], voxel_nm=recipe["voxel_nm"],

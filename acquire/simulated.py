@@ -1,0 +1,342 @@
+"""A simulated microscope: a dynamic phantom published frame by frame in (scaled) real time.
+
+:class:`SimulatedMicroscope` plans a tilt series with :class:`~tiltstream.acquire.scheduler.TiltScheduler`
+(golden ratio and the sim's stage timing model by default), renders each frame of the evolving
+phantom with :mod:`tiltstream.sim` (HAADF projection with continuous-tilt blur, drift, Poisson
+noise) in a background thread a few frames ahead, and publishes frame k when its exposure has
+ended: ``(start_k + exposure_k) / speed`` wall seconds after :meth:`~SimulatedMicroscope.run`
+began (``speed=inf``: as fast as frames are rendered and taken).
+
+``start/1`` carries the geometry and, in ``experiment["simulation"]``, the recipe (same keys as
+``tiltstream simulate`` writes) from which the ground truth is rebuilt; :meth:`truth` gives it too.
+Each ``frame/1`` carries the cumulative dose so far (e⁻/Å², when ``dose`` is set) and the sample
+temperature of a :class:`TemperatureRamp` (°C). With the same arguments the frames equal those of
+``tiltstream.simulate.simulated_tilt_series`` (same random stream), just delivered live.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import math
+import queue
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tiltstream.acquire.pacing import Pacer, parse_speed
+from tiltstream.acquire.publisher import FramePublisher
+from tiltstream.acquire.scheduler import Schedule, TiltScheduler
+from tiltstream.acquire.sinks import Sink
+from tiltstream.sim import TimingModel, drift_shifts, make_phantom, poisson_noise, project
+
+__all__ = ["TemperatureRamp", "SimulatedMicroscope", "RunStats"]
+
+logger = logging.getLogger(__name__)
+
+_BLUR_STEP_DEG = 0.5  # sub-angle spacing for continuous-tilt blur, as in tiltstream.sim.series
+_EXPONENT = 1.8
+
+
+@dataclass(frozen=True)
+class TemperatureRamp:
+    """Sample temperature ``T(t) = start_C + rate_C_per_s · t`` (°C), held at ``limit_C`` once reached.
+
+    Attributes
+    ----------
+    start_C : temperature at t = 0, °C.
+    rate_C_per_s : heating (> 0) or cooling (< 0) rate, °C/s.
+    limit_C : end temperature of the ramp, °C, or None for none.
+    """
+
+    start_C: float = 25.0
+    rate_C_per_s: float = 0.0
+    limit_C: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("start_C", "rate_C_per_s", "limit_C"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{name}: expected a finite number, got {value}")
+        if self.start_C < -273.15:
+            raise ValueError(f"start_C: expected a temperature >= -273.15 °C, got {self.start_C}")
+
+    def __call__(self, t_s: float) -> float:
+        """Temperature (°C) at ``t_s`` seconds."""
+        value = self.start_C + self.rate_C_per_s * float(t_s)
+        if self.limit_C is not None:
+            value = min(value, self.limit_C) if self.rate_C_per_s >= 0 else max(value, self.limit_C)
+        return float(value)
+
+
+@dataclass(frozen=True)
+class RunStats:
+    """What one :meth:`SimulatedMicroscope.run` did.
+
+    Attributes
+    ----------
+    stream_id : id of the published series.
+    n_frames : frames published.
+    wall_s : duration of the run, wall seconds.
+    late_frames : frames published more than ``lag_tolerance_s`` after they were due.
+    max_lag_s : largest delay behind schedule, wall seconds.
+    stopped : True if the stop event ended the run early.
+    """
+
+    stream_id: str
+    n_frames: int
+    wall_s: float
+    late_frames: int
+    max_lag_s: float
+    stopped: bool
+
+
+class SimulatedMicroscope:
+    """Publishes a simulated dynamic tilt series live.
+
+    Parameters
+    ----------
+    phantom_name : ``"nanorod"``, ``"nanostar"``, ``"core_shell"`` or ``"sintering"``.
+    sink : where frames go: a sink, endpoint string(s) (lossless PUSH, see
+        :class:`~tiltstream.acquire.publisher.FramePublisher`), a list, or a FramePublisher.
+    size : phantom grid edge, voxels (frames are size × size).
+    n_frames : frames in the series.
+    dose : dose per frame, e⁻/Å²; None for noise-free frames.
+    speed : factor of real time; 0, ``math.inf`` or ``"max"`` for as fast as possible.
+    seed : seed of the random stream (drift, jitter, noise).
+    scheme, tilt_range_deg : tilt scheme and range, degrees.
+    exposure_s : exposure per frame, s (used when ``timing`` is None).
+    timing : stage/camera timing model (default ``TimingModel(exposure_s=exposure_s)``).
+    duration_s : length of the shape change, s (default: the whole acquisition).
+    static : freeze the phantom.
+    drift_px_per_s, jitter_px, axis_offset_px : specimen drift, jitter and tilt-axis offset, pixels.
+    temperature : temperature trace (:class:`TemperatureRamp`) or None for no temperature field.
+    supersample, blur, scatter_per_nm : forward-model settings (see :func:`tiltstream.sim.simulate_series`).
+    chunk_frames : frames rendered per background step.
+    prefetch_chunks : rendered steps kept ready ahead of the schedule.
+    lag_tolerance_s : a frame published later than this behind schedule (wall s) counts as late.
+    experiment : extra metadata for ``start/1``.
+    pub, send_timeout_s : passed to the FramePublisher this creates.
+    """
+
+    def __init__(
+        self,
+        phantom_name: str = "nanorod",
+        *,
+        sink: Sink | str | Sequence[Sink | str] | FramePublisher,
+        size: int = 64,
+        n_frames: int = 240,
+        dose: float | None = None,
+        speed: float | str = 1.0,
+        seed: int = 0,
+        scheme: str = "golden",
+        tilt_range_deg: tuple[float, float] = (-70.0, 70.0),
+        exposure_s: float = 0.1,
+        timing: TimingModel | None = None,
+        duration_s: float | None = None,
+        static: bool = False,
+        drift_px_per_s: float = 0.0,
+        jitter_px: float = 0.0,
+        axis_offset_px: float = 0.0,
+        temperature: TemperatureRamp | None = TemperatureRamp(),
+        supersample: int = 2,
+        blur: bool = True,
+        scatter_per_nm: float = 0.02,
+        chunk_frames: int = 4,
+        prefetch_chunks: int = 2,
+        lag_tolerance_s: float = 0.5,
+        experiment: Mapping[str, Any] | None = None,
+        pub: Sink | str | None = None,
+        send_timeout_s: float | None = None,
+    ) -> None:
+        if int(n_frames) != n_frames or n_frames < 1:
+            raise ValueError(f"n_frames: expected a positive integer, got {n_frames!r}")
+        if dose is not None and not (math.isfinite(dose) and dose > 0):
+            raise ValueError(f"dose: expected e-/A^2 per frame > 0 or None, got {dose}")
+        if int(chunk_frames) < 1 or int(prefetch_chunks) < 1:
+            raise ValueError(f"chunk_frames, prefetch_chunks: expected >= 1, got {chunk_frames}, {prefetch_chunks}")
+        self.speed = parse_speed(speed)
+        self.n_frames = int(n_frames)
+        self.dose = None if dose is None else float(dose)
+        self.seed = int(seed)
+        self.timing = TimingModel(exposure_s=exposure_s) if timing is None else timing
+        self.schedule: Schedule = TiltScheduler(
+            scheme, n_frames=self.n_frames, tilt_range_deg=tilt_range_deg, timing=self.timing
+        ).plan()
+        if duration_s is None:
+            duration_s = float(self.schedule.times_s[-1] + 0.5 * self.schedule.exposure_s[-1])
+        self.phantom = make_phantom(phantom_name, size=size, duration_s=duration_s, static=static)
+        self.exponent = _EXPONENT
+        self.drift_px_per_s, self.jitter_px = float(drift_px_per_s), float(jitter_px)
+        self.axis_offset_px = float(axis_offset_px)
+        self.temperature = temperature
+        self.supersample, self.scatter_per_nm = int(supersample), float(scatter_per_nm)
+        sweep = float(np.max(self.schedule.tilt_speed_deg_s * self.schedule.exposure_s, initial=0.0))
+        self.blur_substeps = min(8, max(1, math.ceil(sweep / _BLUR_STEP_DEG))) if blur and self.timing.continuous else 1
+        self.chunk_frames, self.prefetch_chunks = int(chunk_frames), int(prefetch_chunks)
+        self.lag_tolerance_s = float(lag_tolerance_s)
+        lo, hi = (float(v) for v in tilt_range_deg)
+        self.recipe: dict[str, Any] = {
+            "phantom": phantom_name, "size": int(size), "voxel_nm": self.phantom.voxel_nm,
+            "duration_s": float(duration_s), "static": bool(static), "exponent": self.exponent,
+            "scheme": scheme, "tilt_range_deg": [lo, hi], "dose_e_per_A2": self.dose,
+            "timing": dataclasses.asdict(self.timing), "drift_px_per_s": self.drift_px_per_s,
+            "jitter_px": self.jitter_px, "axis_offset_px": self.axis_offset_px, "seed": self.seed,
+        }
+        metadata = {
+            "source": "tiltstream.acquire.SimulatedMicroscope",
+            "simulation": self.recipe,
+            "speed": "max" if math.isinf(self.speed) else self.speed,
+            "n_frames_planned": self.n_frames,
+            "dose_e_per_A2_meaning": "cumulative dose after each frame",
+            "temperature_ramp": None if temperature is None else dataclasses.asdict(temperature),
+            **dict(experiment or {}),
+        }
+        y, _, x = self.phantom.shape
+        if isinstance(sink, FramePublisher):
+            self.publisher, self._owns_publisher = sink, False
+            self.publisher.experiment.update(metadata)
+            if self.publisher.pixel_nm is None:
+                self.publisher.pixel_nm = self.phantom.voxel_nm
+        else:
+            self.publisher = FramePublisher(
+                sink, frame_shape=(y, x), dtype=np.float32, pixel_nm=self.phantom.voxel_nm,
+                scheme=scheme, tilt_range_deg=(lo, hi), experiment=metadata, pub=pub,
+                send_timeout_s=send_timeout_s,
+            )
+            self._owns_publisher = True
+
+    def truth(self, t_s: float) -> np.ndarray:
+        """Ground-truth contrast volume (Z, Y, X) float32 at ``t_s`` seconds."""
+        return self.phantom.contrast(t_s, self.exponent)
+
+    def _shifts(self, rng: np.random.Generator) -> np.ndarray:
+        if self.drift_px_per_s > 0 or self.jitter_px > 0:
+            return drift_shifts(self.schedule.times_s, drift_px_per_s=self.drift_px_per_s,
+                                jitter_px=self.jitter_px, rng=rng)
+        return np.zeros((self.n_frames, 2))
+
+    def _render(self, a: int, b: int, shifts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Frames a … b−1, (b−a, Y, U) float32."""
+        s = self.schedule
+        frames = project(
+            self.phantom, s.angles_deg[a:b], s.times_s[a:b], exponent=self.exponent,
+            exposure_s=s.exposure_s[a:b], tilt_speed_deg_s=s.tilt_speed_deg_s[a:b],
+            blur_substeps=self.blur_substeps, supersample=self.supersample,
+            axis_offset_px=self.axis_offset_px, shifts_px=shifts[a:b],
+        )
+        if self.dose is not None:
+            frames = poisson_noise(frames, dose_e_per_A2=np.full(b - a, self.dose), pixel_nm=self.phantom.voxel_nm,
+                                   voxel_nm=self.phantom.voxel_nm, scatter_per_nm=self.scatter_per_nm, rng=rng)
+        return frames
+
+    def _producer(self, out: queue.Queue, halt: threading.Event) -> None:
+        rng = np.random.default_rng(self.seed)
+        try:
+            shifts = self._shifts(rng)
+            for a in range(0, self.n_frames, self.chunk_frames):
+                item: Any = (a, self._render(a, min(a + self.chunk_frames, self.n_frames), shifts, rng))
+                while not halt.is_set():
+                    try:
+                        out.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if halt.is_set():
+                    return
+        except BaseException as exc:  # surfaced by the consumer
+            out.put(exc)
+
+    def frames(self, stop_event: threading.Event | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """``(index, frame)`` in order, rendered ahead in a background thread; no pacing, no sending."""
+        halt = threading.Event()
+        out: queue.Queue = queue.Queue(maxsize=self.prefetch_chunks)
+        worker = threading.Thread(target=self._producer, args=(out, halt), name="sim-render", daemon=True)
+        worker.start()
+        try:
+            done = 0
+            while done < self.n_frames:
+                try:
+                    item = out.get(timeout=0.1)
+                except queue.Empty:
+                    if stop_event is not None and stop_event.is_set():
+                        return
+                    if not worker.is_alive() and out.empty():
+                        raise RuntimeError("simulated microscope: the render thread ended unexpectedly") from None
+                    continue
+                if isinstance(item, BaseException):
+                    what = f"{type(item).__name__}: {item}"
+                    raise RuntimeError(f"simulated microscope: rendering failed ({what})") from item
+                a, block = item
+                for i, frame in enumerate(block):
+                    yield a + i, frame
+                done = a + len(block)
+        finally:
+            halt.set()
+            worker.join(timeout=5.0)
+
+    def run(self, stop_event: threading.Event | None = None) -> RunStats:
+        """Publish the series (``start/1``, every frame on schedule, ``end/1``); blocks until done.
+
+        Setting ``stop_event`` ends it early with ``end/1`` reason ``"stopped"``. Exceptions end the
+        series with an ``"error: ..."`` reason and propagate.
+        """
+        s = self.schedule
+        pub = self.publisher
+        pub.delivery.stop_event = stop_event
+        pacer = Pacer(self.speed, stop_event=stop_event)
+        dose_so_far = None if self.dose is None else np.cumsum(np.full(self.n_frames, self.dose))
+        late, max_lag, stopped, sent = 0, 0.0, False, 0
+        stream_id = pub.start()
+        began = time.monotonic()
+        frames = self.frames(stop_event)
+        try:
+            first = next(frames, None)  # the clock starts once the first frame is rendered
+            pacer.start()
+            for k, frame in itertools.chain([] if first is None else [first], frames):
+                if not pacer.wait_until(float(s.starts_s[k] + s.exposure_s[k])):
+                    break
+                lag = pacer.lag_s(float(s.starts_s[k] + s.exposure_s[k]))
+                max_lag = max(max_lag, lag)
+                if lag > self.lag_tolerance_s:
+                    late += 1
+                    if late == 1 or late % 50 == 0:
+                        logger.warning("frame %d published %.2f s behind schedule (%d late so far): rendering "
+                                       "or the consumer is slower than speed %g", k, lag, late, self.speed)
+                t = float(s.times_s[k])
+                pub.send_frame(
+                    frame, angle_deg=float(s.angles_deg[k]), t_s=t, exposure_s=float(s.exposure_s[k]),
+                    dose_e_per_A2=None if dose_so_far is None else float(dose_so_far[k]),
+                    temperature_C=None if self.temperature is None else self.temperature(t),
+                )
+                sent += 1
+        except BaseException as exc:
+            reason = "aborted" if isinstance(exc, KeyboardInterrupt) else f"error: {type(exc).__name__}: {exc}"
+            try:
+                pub.end(reason, timeout_s=5.0)
+            except Exception:  # the original error matters more than a failed end/1
+                logger.exception("series %s: could not send end/1", stream_id)
+            raise
+        finally:
+            frames.close()
+        stopped = stop_event is not None and stop_event.is_set() and sent < self.n_frames
+        pub.end("stopped" if stopped else "complete", **({"timeout_s": 5.0} if stopped else {}))
+        wall = time.monotonic() - began
+        logger.info("published %d frames in %.1f s (%d late, max lag %.2f s)", sent, wall, late, max_lag)
+        return RunStats(stream_id, sent, wall, late, max_lag, stopped)
+
+    def close(self) -> None:
+        """Close the sockets of the publisher this microscope created."""
+        if self._owns_publisher:
+            self.publisher.close()
+
+    def __enter__(self) -> SimulatedMicroscope:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

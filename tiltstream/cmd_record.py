@@ -1,0 +1,120 @@
+"""``tiltstream record``: write the live lossless frame stream to NXtomo recordings.
+
+Usage::
+
+    tiltstream record --connect tcp://127.0.0.1:5555 --out run.h5 [--max-frames N] [--idle-timeout S]
+    tiltstream record --bind tcp://127.0.0.1:5555 --out run.h5
+
+Later series go to ``run_002.h5``, ``run_003.h5``, ... Ctrl-C (or SIGTERM) finishes the frame in
+hand, closes the file cleanly and prints the summary; a second Ctrl-C interrupts at once. With
+``-v`` every ``--ack-every`` frames an ``ack n=... seq=... file=...`` line is logged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register", "cmd_record"]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {value}")
+    return value
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``record`` sub-command to ``subparsers`` (from ``parser.add_subparsers()``)."""
+    s = subparsers.add_parser(
+        "record", help="record a live frame stream to NXtomo HDF5 files (one per series)"
+    )
+    where = s.add_mutually_exclusive_group(required=True)
+    where.add_argument("--connect", metavar="ENDPOINT", help="connect to a sender, e.g. tcp://127.0.0.1:5555")
+    where.add_argument("--bind", metavar="ENDPOINT", help="bind and let senders connect")
+    s.add_argument("--out", type=Path, required=True, help="recording of the first series (.h5 / .nxs)")
+    s.add_argument("--max-frames", type=_positive_int, default=None, metavar="N", help="stop after N frames")
+    s.add_argument("--idle-timeout", type=_positive_float, default=None, metavar="S",
+                   help="stop after S seconds without a message (default: wait until stopped)")
+    s.add_argument("--until-end", action="store_true", help="stop when the first series ends (end/1)")
+    s.add_argument("--overwrite", action="store_true", help="replace existing files")
+    s.add_argument("--ack-every", type=_positive_int, default=100, metavar="N",
+                   help="log an ack line every N frames (shown with -v; default 100)")
+    s.add_argument("--curve-key", type=Path, default=None, metavar="FILE",
+                   help="CURVE: this recorder's *.key_secret file (turns encryption on)")
+    s.add_argument("--curve-server-key", type=Path, default=None, metavar="FILE",
+                   help="CURVE with --connect: the sender's public *.key file")
+    s.add_argument("--curve-allowed", type=Path, default=None, metavar="DIR",
+                   help="CURVE with --bind: folder of allowed senders' public *.key files")
+    s.set_defaults(func=cmd_record)
+    return s
+
+
+def _curve(args: argparse.Namespace) -> Any:
+    from tiltstream.stream.sockets import CurveClientConfig, CurveConfig  # noqa: PLC0415
+
+    if args.curve_key is None:
+        if args.curve_server_key or args.curve_allowed:
+            raise ValueError("--curve-server-key/--curve-allowed: expected together with --curve-key")
+        return None
+    if args.bind:
+        if args.curve_allowed is None:
+            raise ValueError("--curve-key with --bind: expected --curve-allowed DIR too")
+        return CurveConfig(args.curve_key, args.curve_allowed)
+    if args.curve_server_key is None:
+        raise ValueError("--curve-key with --connect: expected --curve-server-key FILE too")
+    return CurveClientConfig(args.curve_key, args.curve_server_key)
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    """Run the recorder until it is stopped; print a one-line summary."""
+    import zmq  # noqa: PLC0415
+
+    from tiltstream.stream.recorder import Recorder  # noqa: PLC0415
+
+    stop = threading.Event()
+    previous: dict[int, Any] = {}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, on_signal)
+    try:
+        try:
+            recorder = Recorder(
+                args.bind or args.connect, args.out, bind=bool(args.bind), curve=_curve(args),
+                overwrite=args.overwrite, ack_every=args.ack_every,
+            )
+        except zmq.ZMQError as exc:
+            raise RuntimeError(f"{args.bind or args.connect}: {exc}") from None
+        with recorder:
+            try:
+                recorder.run(stop, args.max_frames, args.idle_timeout, until_end=args.until_end)
+            except KeyboardInterrupt:
+                pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print(recorder.stats.summary())
+    return 0
