@@ -32,6 +32,12 @@ class EngineConfig:
     vol_z : volume thickness along the beam (voxels); None → frame width.
     volume_period_s : least time between two published volumes (viewers take slices in between).
     volume_max_edge : published volumes are block-averaged down to at most this edge length.
+    cpu_threads : torch CPU threads while the service runs (process-wide). Per-frame updates are many
+        small sparse products: one thread is about as fast and does not collapse when the machine
+        is shared (several OpenMP pools spinning on two cores slow every update tenfold). None:
+        leave torch's setting.
+    idle_refine_steps : while no frames arrive, keep refining the estimate for up to this many
+        updates after the last frame (frames arriving in a burst still converge).
     """
 
     streaming: StreamingParams = field(default_factory=StreamingParams)
@@ -40,6 +46,8 @@ class EngineConfig:
     device: str = "auto"
     volume_period_s: float = 1.0
     volume_max_edge: int = 128
+    idle_refine_steps: int = 40
+    cpu_threads: int | None = 1
 
 
 def downsample(vol: np.ndarray, max_edge: int) -> np.ndarray:
@@ -67,6 +75,8 @@ class ReconEngine:
         self._out_seq = 0
         self._last_volume_t = -math.inf
         self._last_t_s = float("nan")
+        self._last_seq = -1
+        self._refine_left = 0
         self.ended = False
 
     # -- intake -------------------------------------------------------------------------------
@@ -98,14 +108,30 @@ class ReconEngine:
 
     # -- update -------------------------------------------------------------------------------
     @property
+    def refining(self) -> bool:
+        """True while idle refinement updates are still due."""
+        return self._refine_left > 0 and self.estimator is not None and self.estimator.window_size > 0
+
+    @property
     def n_pending(self) -> int:
         return len(self._pending)
 
     def step(self, *, force_volume: bool = False) -> list[object]:
-        """Fold in every pending frame, run one update, and return the messages to publish."""
+        """Fold in every pending frame, run one update, and return the messages to publish.
+
+        With nothing pending, refines the estimate (up to ``idle_refine_steps`` updates after the
+        last frame) or, with ``force_volume``, re-publishes the current state.
+        """
         est = self.estimator
-        if est is None or (not self._pending and not force_volume):
+        if est is None:
             return []
+        if not self._pending:
+            if self._refine_left > 0 and est.window_size:
+                self._refine_left -= 1
+                t0 = self.clock()
+                residual = est.update()
+                return self._outputs(residual, self.clock() - t0, force_volume)
+            return self._outputs(est.last_residual, 0.0, True) if force_volume else []
         arrived = []
         for msg, t_recv in self._pending:
             try:
@@ -116,7 +142,9 @@ class ReconEngine:
                 continue
             arrived.append(t_recv)
             self._last_t_s = float(msg.t_s)
+            self._last_seq = int(msg.seq)
         self._pending.clear()
+        self._refine_left = self.config.idle_refine_steps if arrived else self._refine_left
         t0 = self.clock()
         residual = est.update() if arrived else est.last_residual
         done = self.clock()
@@ -150,6 +178,7 @@ class ReconEngine:
             "frames_seen": float(est.n_frames_seen),
             "window_frames": float(est.window_size),
             "frames_rejected": float(sum(self.rejected.values())),
+            "last_frame_seq": float(self._last_seq),
         }
         out.append(MetricsMsg(**common, values={k: v for k, v in values.items() if math.isfinite(v)}))
         return out

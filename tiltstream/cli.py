@@ -13,23 +13,10 @@ import sys
 from pathlib import Path
 
 from tiltstream import __version__
+from tiltstream._args import floats as _floats
+from tiltstream._args import positive_int as _positive_int
 
 log = logging.getLogger("tiltstream")
-
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers like '10,20.5,30', got {text!r}") from None
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {v}")
-    return v
 
 # -- info ----------------------------------------------------------------------------------------
 def cmd_info(args: argparse.Namespace) -> int:
@@ -124,10 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="simulated recording (default: the result's input)")
     s.set_defaults(func=cmd_score)
 
-    from tiltstream import cmd_acquire, cmd_record  # noqa: PLC0415 (light: no heavy imports at module level)
+    from tiltstream import cmd_acquire, cmd_recon, cmd_record, demo  # noqa: PLC0415 (light: no heavy imports at module level)
 
+    demo.register(sub)
     cmd_acquire.register(sub)
     cmd_record.register(sub)
+    cmd_recon.register(sub)
     return p
 
 def main(argv: list[str] | None = None) -> int:

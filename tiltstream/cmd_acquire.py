@@ -25,17 +25,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from tiltstream._args import positive_int as _positive_int
+
 __all__ = ["register", "cmd_sim", "cmd_replay", "cmd_watch"]
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
 
 
 def _seconds(text: str) -> float:
@@ -66,6 +58,8 @@ def _pair(text: str) -> tuple[float, float]:
 
 
 def _add_outputs(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--connect", action="store_true",
+                   help="connect the --push sockets to consumers that bind, instead of binding them")
     s.add_argument("--push", metavar="ENDPOINTS", default=None,
                    help="lossless PUSH endpoint(s) to bind, comma-separated, one per consumer "
                         "(e.g. tcp://127.0.0.1:5555,tcp://127.0.0.1:5557)")
@@ -166,7 +160,7 @@ def _sinks(args: argparse.Namespace) -> Iterator[list[Any]]:
     try:
         try:
             if args.push:
-                sinks.append(open_push(args.push))
+                sinks.append(open_push(args.push, bind=not getattr(args, "connect", False)))
             if args.pub:
                 sinks.append(open_pub(args.pub))
         except zmq.ZMQError as exc:

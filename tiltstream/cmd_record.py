@@ -18,27 +18,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from tiltstream._args import positive_float as _positive_float
+from tiltstream._args import positive_int as _positive_int
+
 __all__ = ["register", "cmd_record"]
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {value}")
-    return value
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:

@@ -1,0 +1,144 @@
+"""The live reconstruction service over real sockets (tcp port 0 on 127.0.0.1)."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from tiltstream.recon.engine import EngineConfig
+from tiltstream.recon.service import ReconService
+from tiltstream.recon.streaming import StreamingParams
+from tiltstream.sim import make_phantom, simulate_series
+from tiltstream.stream.garbage import send_garbage
+from tiltstream.stream.nxtomo import write_series
+from tiltstream.stream.protocol import EndMsg, FrameMsg, MetricsMsg, SlicesMsg, StartMsg, VolumeMsg
+from tiltstream.stream.series import TiltSeries
+from tiltstream.stream.sockets import tcp_endpoint
+from tiltstream.stream.transport import FrameSender, Subscriber
+
+CFG = EngineConfig(streaming=StreamingParams(window_frames=32, subset_size=8, steps_per_update=2), device="cpu",
+                   volume_period_s=0.2)
+
+
+@pytest.fixture(scope="module")
+def series():
+    return simulate_series(make_phantom("nanorod", size=20, static=True), n_frames=48, blur=False)
+
+
+def start(sid, s):
+    return StartMsg(stream_id=sid, frame_shape=s.frames.shape[1:], dtype="float32", scheme="golden",
+                    pixel_nm=s.pixel_nm)
+
+
+def frame(sid, s, i):
+    return FrameMsg(seq=i, stream_id=sid, angle_deg=float(s.angles_deg[i]), t_s=float(s.times_s[i]),
+                    exposure_s=0.1, data=s.frames[i])
+
+
+class Running:
+    """The service in a thread; joins it and surfaces its errors at exit."""
+
+    def __init__(self, svc, **run_kw):
+        self.svc, self.stop, self.error, self.result = svc, threading.Event(), None, None
+        self.thread = threading.Thread(target=self._run, kwargs=run_kw, daemon=True)
+
+    def _run(self, **kw):
+        try:
+            self.result = self.svc.run(self.stop, **kw)
+        except BaseException as exc:  # noqa: BLE001
+            self.error = exc
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(10)
+        self.svc.close()
+        if self.error is not None:
+            raise self.error
+
+
+def collect(sub, until, timeout_s=10.0):
+    got, deadline = [], time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not until(got):
+        got.extend((sub.recv_latest_by_type(timeout_ms=50) or {}).values())
+    return got
+
+
+def test_service_reconstructs_survives_garbage_and_serves_late_joiners(series, rng):
+    with FrameSender(tcp_endpoint(0)) as tx:
+        svc = ReconService(tx.endpoint, tcp_endpoint(0), CFG)
+        with Running(svc), Subscriber(svc.pub_endpoint, rcvhwm=1000) as sub:
+            sid = "a" * 32
+            assert tx.send(start(sid, series))
+            for i in range(24):
+                assert tx.send(frame(sid, series, i))
+            assert send_garbage(tx, rng, 1000) == 1000
+            for i in range(24, 48):
+                assert tx.send(frame(sid, series, i))
+            got = collect(sub, lambda g: any(isinstance(m, MetricsMsg) and m.values.get("frames_seen") == 48
+                                             for m in g))
+            assert any(isinstance(m, SlicesMsg) for m in got) and any(isinstance(m, VolumeMsg) for m in got)
+            metrics = [m for m in got if isinstance(m, MetricsMsg)][-1]
+            assert metrics.values["frames_seen"] == 48 and metrics.values["last_frame_seq"] == 47
+            deadline = time.monotonic() + 20
+            while svc.engine.refining and time.monotonic() < deadline:  # idle: it keeps refining
+                time.sleep(0.05)
+            # a monitor joining now gets the current volume without waiting for new frames
+            with Subscriber(svc.pub_endpoint) as late:
+                vols = collect(late, lambda g: any(isinstance(m, VolumeMsg) for m in g), timeout_s=5)
+                assert any(isinstance(m, VolumeMsg) and m.stream_id == sid for m in vols)
+    stats = svc.stats
+    assert stats.frames_received == 48
+    assert sum(stats.rejected_by_reason.values()) == 1000
+    truth = series.truth(0.0)
+    vol = svc.engine.estimator.volume()
+    assert np.linalg.norm(vol - truth) / np.linalg.norm(truth) < 0.35
+
+
+def test_publisher_restart_and_new_series(series):
+    endpoint = tcp_endpoint(0)
+    with FrameSender(endpoint) as tx:
+        endpoint = tx.endpoint
+        svc = ReconService(endpoint, None, CFG)
+        with Running(svc):
+            tx.send(start("b" * 32, series))
+            for i in range(10):
+                tx.send(frame("b" * 32, series, i))
+            deadline = time.monotonic() + 10
+            while svc.stats.frames_received < 10 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            tx.close()
+            with FrameSender(endpoint) as tx2:  # the microscope PC restarts its publisher: a new series
+                tx2.send(start("c" * 32, series))
+                for i in range(6):
+                    tx2.send(frame("c" * 32, series, i))
+                tx2.send(EndMsg(stream_id="c" * 32, n_frames=6, reason="complete"))
+                deadline = time.monotonic() + 10
+                while svc.stats.frames_received < 16 and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                time.sleep(0.3)
+    assert svc.stats.frames_received == 16 and svc.stats.series == 2
+    assert svc.engine.stream_id == "c" * 32 and svc.engine.estimator.n_frames_seen == 6
+
+
+def test_resume_from_recording(series, tmp_path):
+    path = tmp_path / "rec.h5"
+    write_series(path, TiltSeries(frames=series.frames, angles_deg=series.angles_deg, times_s=series.times_s,
+                                  pixel_nm=series.pixel_nm, metadata={"stream_id": "d" * 32}))
+    with FrameSender(tcp_endpoint(0)) as tx:
+        svc = ReconService(tx.endpoint, None, CFG, resume_from=path)
+        est = svc.engine.estimator
+        assert svc.engine.stream_id == "d" * 32 and est.window_size == 32
+        truth = series.truth(0.0)
+        assert np.linalg.norm(est.volume() - truth) / np.linalg.norm(truth) < 0.6
+        with Running(svc):
+            tx.send(frame("d" * 32, series, 47))  # the live series goes on: no reset
+            deadline = time.monotonic() + 10
+            while svc.stats.frames_received < 1 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(0.3)
+    assert svc.engine.stream_id == "d" * 32 and svc.engine.estimator.n_frames_seen == 33
