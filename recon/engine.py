@@ -129,7 +129,7 @@ class ReconEngine:
             if self._refine_left > 0 and est.window_size:
                 self._refine_left -= 1
                 t0 = self.clock()
-                residual = est.update()
+                residual = est.update(steps=1)  # short, so a frame arriving meanwhile waits little
                 return self._outputs(residual, self.clock() - t0, force_volume)
             return self._outputs(est.last_residual, 0.0, True) if force_volume else []
         arrived = []

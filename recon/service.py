@@ -123,8 +123,9 @@ class ReconService:
             self.engine.handle(FrameMsg(seq=i, stream_id=sid, angle_deg=float(series.angles_deg[i]),
                                         t_s=float(series.times_s[i]), exposure_s=0.0,
                                         data=np.ascontiguousarray(series.frames[i], dtype=np.float32)))
-        for _ in range(max(1, keep // max(1, self.engine.config.streaming.subset_size))):
-            self.engine.step()
+        self.engine.step()
+        passes = 4 * -(-keep // self.engine.config.streaming.subset_size)  # four sweeps over the window
+        self.engine.estimator.update(steps=passes)
         log.info("resumed series %s from %s: last %d of %d frames", sid[:8], path, series.n_frames - first,
                  series.n_frames)
 

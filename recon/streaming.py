@@ -170,12 +170,13 @@ class StreamingSirt:
         return [0.5 ** ((newest - e.t_s) / hl) for e in subset]
 
     @torch.no_grad()
-    def update(self) -> float:
-        """Run ``steps_per_update`` ordered-subset steps; returns the relative residual of the last subset."""
+    def update(self, steps: int | None = None) -> float:
+        """Run ``steps`` (default ``steps_per_update``) ordered-subset steps; returns the relative
+        residual of the last subset."""
         if not self._window:
             return float("nan")
         p = self.params
-        for _ in range(p.steps_per_update):
+        for _ in range(p.steps_per_update if steps is None else steps):
             self._n_updates += 1
             subset = self._subset()
             weights = self._weights(subset)
