@@ -225,8 +225,13 @@ def pack(
     *,
     limits: Limits = DEFAULT_LIMITS,
     zero_copy_min_bytes: int = ZERO_COPY_MIN_BYTES,
+    check_data: bool = False,
 ) -> list[bytes | memoryview]:
     """Encode a message as multipart frames ``[header, *buffers]``.
+
+    The header is validated as :func:`unpack` would. Pixel data is scanned for NaN/Inf only with
+    ``check_data=True``: every receiver checks it anyway (under its ``limits``), and a second full
+    pass over each frame on the sending side would double the cost of large frames.
 
     Arrays of at least ``zero_copy_min_bytes`` are passed as a memoryview: when already
     C-contiguous, little-endian and in an allowed dtype it shares their memory (send with
@@ -267,7 +272,8 @@ def pack(
     validate_header(_decode_header(raw, limits), limits)
     parts: list[bytes | memoryview] = [raw]
     for field_name, array in arrays:
-        check_finite_data(field_name, array, limits)
+        if check_data:
+            check_finite_data(field_name, array, limits)
         if array.nbytes >= zero_copy_min_bytes:
             parts.append(memoryview(array.reshape(-1).view(np.uint8)))
         else:

@@ -315,6 +315,17 @@ def _slices(**changes: Any) -> SlicesMsg:
     return SlicesMsg(**{**base, "xy": xy, "xz": xz, "yz": yz, **changes})
 
 
+def test_nan_pixels_checked_by_the_receiver_and_by_pack_on_request() -> None:
+    bad = _frame(data=np.full((3, 5), np.nan, np.float32))
+    parts = pack(bad)  # the sender skips the full-frame scan by default...
+    with pytest.raises(ProtocolError) as info:
+        unpack(parts)  # ...because every receiver does it
+    assert info.value.reason == "non_finite"
+    with pytest.raises(ProtocolError) as info:
+        pack(bad, check_data=True)
+    assert info.value.reason == "non_finite"
+
+
 @pytest.mark.parametrize(
     "msg, reason",
     [
@@ -333,7 +344,6 @@ def _slices(**changes: Any) -> SlicesMsg:
         (_frame(data=np.zeros((3, 5), np.int64)), "bad_dtype"),
         (_frame(data=np.zeros((3, 5), np.complex64)), "bad_dtype"),
         (_frame(data=[[1, 2], [3, 4]]), "bad_field_type"),
-        (_frame(data=np.full((3, 5), np.nan, np.float32)), "non_finite"),
         (_start(dtype=">u2"), "bad_dtype"),
         (_start(experiment={"s": {1, 2}}), "bad_field_type"),
         (_start(experiment={"big": "x" * 70_000}), "too_large"),
