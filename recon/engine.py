@@ -133,6 +133,14 @@ class ReconEngine:
                 return self._outputs(residual, self.clock() - t0, force_volume)
             return self._outputs(est.last_residual, 0.0, True) if force_volume else []
         arrived = []
+        keep = self.config.streaming.window_frames
+        if len(self._pending) > keep:
+            # a burst longer than the window: the older frames would leave the window at once, so
+            # they are counted as seen but not folded in (the recorder keeps them all)
+            superseded, self._pending = self._pending[:-keep], self._pending[-keep:]
+            est.n_frames_seen += len(superseded)
+            arrived.extend(t for _, t in superseded)
+            self._last_seq = int(superseded[-1][0].seq)
         for msg, t_recv in self._pending:
             try:
                 est.add_frame(msg.data, float(msg.angle_deg), float(msg.t_s), seq=int(msg.seq))

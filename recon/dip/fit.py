@@ -17,7 +17,7 @@ import torch
 
 from tiltstream.recon.dip.checkpoint import geometry_from_state, read_checkpoint, save_checkpoint
 from tiltstream.recon.dip.data import BatchSampler, SeriesData
-from tiltstream.recon.dip.losses import charbonnier, data_loss, learning_rate, tv_3d
+from tiltstream.recon.dip.losses import charbonnier, data_loss, learning_rate, ramp_filter, tv_3d
 from tiltstream.recon.dip.model import DipGeometry, SpaceTimeGenerator, build_generator
 from tiltstream.recon.dip.params import DipParams
 from tiltstream.recon.dip.projection import frame_matrices, project_frames, shift_rows
@@ -88,6 +88,8 @@ class DipTrainer:
         elif params.compile:
             log.info("torch.compile is used on CUDA only; running the generator eagerly on %s", self.device)
         self._angles = torch.as_tensor(d.angles_deg, device=self.device, dtype=torch.float32)
+        self._sqrt_h = (ramp_filter(d.nu, params.ramp_floor, self.device) if params.residual_filter == "ramp"
+                        else None)
 
     # -- checkpoints --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -214,7 +216,7 @@ class DipTrainer:
         self.model.train()
         slices, pred = self._predict(frame_idx, rows, grad=True)
         meas = d.frames[frame_idx.reshape(-1, 1), rows]
-        loss = data_loss(pred, meas, p, d.data_scale)
+        loss = data_loss(pred, meas, p, d.data_scale, self._sqrt_h)
         unit = d.value_scale
         if p.tv_weight > 0:
             loss = loss + p.tv_weight * tv_3d(slices / unit, p.tv_eps, along_rows=p.batch_rows is None)

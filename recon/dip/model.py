@@ -162,7 +162,9 @@ class SpaceTimeGenerator(nn.Module):
         x = self.head(self.stages(x))
         nz, _, nx = self.geom.shape
         dz, dx = (x.shape[-2] - nz) // 2, (x.shape[-1] - nx) // 2
-        x = x[:, 0, dz:dz + nz, dx:dx + nx].float()
+        x = x[:, 0, dz:dz + nz, dx:dx + nx]
+        if x.dtype in (torch.float16, torch.bfloat16):  # autocast: the output and the loss stay fp32
+            x = x.float()
         # clamp: softplus below −30 is < 1e-13 anyway, and denormal floats would slow the CPU ~10×
         x = F.softplus(x.clamp(min=-30.0)) if self.output == "softplus" else F.relu(x)
         return x * self.geom.value_scale

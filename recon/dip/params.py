@@ -24,6 +24,9 @@ class DipParams:
             follow the same schedule).
         loss: ``"huber"`` (robust; ``huber_delta`` in units of the data's RMS), ``"poisson"``
             (squared residual weighted by 1/measured, the Gaussian limit of Poisson noise) or ``"l2"``.
+        residual_filter: ``"ramp"`` filters residual rows with √(ramp + ramp_floor) before the loss,
+            so the data term's gradient is a filtered (not plain) backprojection and fine detail
+            converges in far fewer steps; ``"none"`` compares raw rows.
         tv_weight: spatial 3-D TV (Charbonnier, ``tv_eps`` in units of the typical voxel value).
         tv_time_weight, tv_time_frames: temporal TV between the model at t and at t + Δt, with Δt
             ``tv_time_frames`` median frame intervals (0 = off).
@@ -58,6 +61,8 @@ class DipParams:
     lr_half_life: float = 1500.0
     loss: str = "huber"
     huber_delta: float = 1.0
+    residual_filter: str = "ramp"
+    ramp_floor: float = 0.1
     tv_weight: float = 1e-3
     tv_eps: float = 1e-2
     tv_time_weight: float = 0.0
@@ -113,6 +118,10 @@ class DipParams:
             raise ValueError(f"loss: expected one of {LOSSES}, got {self.loss!r}")
         if self.amp not in AMP_MODES:
             raise ValueError(f"amp: expected one of {AMP_MODES}, got {self.amp!r}")
+        if self.residual_filter not in ("ramp", "none"):
+            raise ValueError(f"residual_filter: expected 'ramp' or 'none', got {self.residual_filter!r}")
+        if not (math.isfinite(self.ramp_floor) and self.ramp_floor > 0):
+            raise ValueError(f"ramp_floor: expected a positive number, got {self.ramp_floor}")
         if self.output not in ("softplus", "relu"):
             raise ValueError(f"output: expected 'softplus' or 'relu', got {self.output!r}")
         if self.time_limit_s is not None and not self.time_limit_s > 0:

@@ -94,3 +94,15 @@ def test_downsample_block_average():
     assert d.shape == (2, 3, 4)
     assert d[0, 0, 0] == pytest.approx(v[:2, :2, :2].mean())
     assert downsample(v, 8) is v
+
+
+def test_a_burst_longer_than_the_window_folds_only_the_newest_frames(series):
+    eng = ReconEngine(EngineConfig(streaming=StreamingParams(window_frames=8), device="cpu"))
+    eng.handle(_start("g" * 32, series))
+    for i in range(30):
+        eng.handle(_frame("g" * 32, series, i))
+    eng.step()
+    est = eng.estimator
+    assert est.n_frames_seen == 30 and est.window_size == 8
+    assert [e.seq for e in est._window] == list(range(22, 30))
+    assert len(eng.latencies_s) == 30
