@@ -145,29 +145,35 @@ def test_resume_from_recording(series, tmp_path):
 
 
 def test_ten_thousand_frames_into_recorder_and_recon_lose_none(tmp_path):
+    import subprocess
+    import sys
+
     from tiltstream.stream.readers import read_series
-    from tiltstream.stream.recorder import Recorder
     from tiltstream.stream.transport import FanOutSender
 
     n, shape = 10_000, (8, 9)
     rng = np.random.default_rng(5)
     angles = rng.uniform(-70, 70, n)
     path = tmp_path / "fast.h5"
-    with FanOutSender({"record": tcp_endpoint(0), "recon": tcp_endpoint(0)}, timeout_ms=20_000) as fan:
-        rec = Recorder(fan.endpoints["record"], path)
+    with FanOutSender({"record": tcp_endpoint(0), "recon": tcp_endpoint(0)}, timeout_ms=30_000) as fan:
+        recorder = subprocess.Popen([sys.executable, "-m", "tiltstream", "record", "--connect", fan.endpoints["record"],
+                                     "--out", str(path), "--until-end", "--idle-timeout", "60"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         svc = ReconService(fan.endpoints["recon"], None, EngineConfig(device="cpu", idle_refine_steps=0))
-        rec_thread = threading.Thread(target=lambda: rec.run(until_end=True, idle_timeout_s=60), daemon=True)
-        with Running(svc, until_end=True, idle_timeout_s=60) as running:
-            rec_thread.start()
-            sid = "f" * 32
-            assert fan.send(StartMsg(stream_id=sid, frame_shape=shape, dtype="float32", scheme="golden"))
-            for i in range(n):  # as fast as the slower consumer takes them
-                assert fan.send(FrameMsg(seq=i, stream_id=sid, angle_deg=float(angles[i]), t_s=0.01 * i,
-                                         exposure_s=0.01, data=np.full(shape, i, np.float32)))
-            assert fan.send(EndMsg(stream_id=sid, n_frames=n, reason="complete"))
-            rec_thread.join(120)
-            running.thread.join(120)
-        rec.close()
+        try:
+            with Running(svc, until_end=True, idle_timeout_s=60) as running:
+                sid = "f" * 32
+                assert fan.send(StartMsg(stream_id=sid, frame_shape=shape, dtype="float32", scheme="golden"))
+                for i in range(n):  # as fast as the slower consumer takes them
+                    assert fan.send(FrameMsg(seq=i, stream_id=sid, angle_deg=float(angles[i]), t_s=0.01 * i,
+                                             exposure_s=0.01, data=np.full(shape, i, np.float32)))
+                assert fan.send(EndMsg(stream_id=sid, n_frames=n, reason="complete"))
+                out, _ = recorder.communicate(timeout=120)
+                running.thread.join(120)
+        finally:
+            if recorder.poll() is None:
+                recorder.kill()
+    assert recorder.returncode == 0, out
     assert svc.stats.frames_received == n and svc.engine.estimator.n_frames_seen == n
     assert sum(svc.stats.rejected_by_reason.values()) == 0
     series = read_series(path)
