@@ -4,7 +4,7 @@
 
 A sender thread publishes a simulated dynamic nanorod (tiltstream.sim) at ``--rate`` frames/s over a
 real tcp socket to the reconstruction service (recon/service.py, default settings: 64-frame window,
-16-frame subsets, 2 steps per update) running in this process; a monitor subscribes to its PUB
+8-frame subsets, 1 step per update, refinement while idle) running in this process; a monitor subscribes to its PUB
 socket. Reported: update time per frame (median, p90), receive → estimate-updated latency per frame
 (service side, every frame), send → metrics-received latency (end to end, for the frame each update
 ends with), and, as the reference in the same run, one full-window batch SIRT iteration (what
@@ -57,7 +57,7 @@ def main() -> None:
     sirt(A, y, 5)
     batch_iter = (time.perf_counter() - t0) / 5
 
-    cfg = EngineConfig(streaming=StreamingParams(window_frames=64, subset_size=16, steps_per_update=2),
+    cfg = EngineConfig(streaming=StreamingParams(window_frames=64, subset_size=8, steps_per_update=1),
                        device=args.device)
     sent_at: dict[int, float] = {}
     e2e: list[float] = []
@@ -102,7 +102,7 @@ def main() -> None:
     err = float(np.linalg.norm(svc.engine.estimator.volume() - truth) / np.linalg.norm(truth))
     print(f"\n{time.strftime('%Y-%m-%d')}, {platform.node()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
           f"device {args.device}; {args.size}³, {args.frames} frames at {args.rate:g} frames/s over tcp, "
-          f"window 64 frames, subsets of 16, 2 steps per update, torch threads in the service: 1\n")
+          f"window 64 frames, subsets of 8, 1 step per update (idle time refines), torch threads in the service: 1\n")
     print("| quantity | value |")
     print("|---|---|")
     print(f"| streaming update, median / p90 (ms) | {np.median(upd):.1f} / {np.percentile(upd, 90):.1f} |")

@@ -48,7 +48,7 @@ class StreamingParams:
     window_frames: int = 64
     window_s: float | None = None
     half_life_s: float | None = None
-    subset_size: int = 16
+    subset_size: int = 8
     steps_per_update: int = 1
     relaxation: float = 1.0
     positivity: bool = True

@@ -45,7 +45,7 @@ def add_engine_options(s: argparse.ArgumentParser) -> None:
                    help="also drop frames older than S seconds")
     s.add_argument("--half-life", type=positive_float, default=None, metavar="S",
                    help="exponential forgetting: a frame S seconds old weighs half")
-    s.add_argument("--subset", type=positive_int, default=16, metavar="K", help="frames per ordered-subset step")
+    s.add_argument("--subset", type=positive_int, default=8, metavar="K", help="frames per ordered-subset step")
     s.add_argument("--steps", type=positive_int, default=1, metavar="N", help="subset steps per update")
     s.add_argument("--device", default="auto", help="auto, cpu or cuda")
 

@@ -99,7 +99,7 @@ def run_demo(args: argparse.Namespace) -> dict:
         stale.unlink()
     t_start = time.perf_counter()
     threads = torch.get_num_threads()
-    config = EngineConfig(streaming=StreamingParams(window_frames=args.window, subset_size=16, steps_per_update=2),
+    config = EngineConfig(streaming=StreamingParams(window_frames=args.window),
                           device=args.device)
     recorder = Recorder(tcp_endpoint(0), recording, bind=True, overwrite=True)
     service = ReconService(tcp_endpoint(0), args.pub, config, bind=True)
