@@ -111,12 +111,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="simulated recording (default: the result's input)")
     s.set_defaults(func=cmd_score)
 
-    from tiltstream import cmd_acquire, cmd_recon, cmd_record, demo  # noqa: PLC0415 (light: no heavy imports at module level)
+    from tiltstream import cmd_acquire, cmd_recon, cmd_record, cmd_view, demo  # noqa: PLC0415 (light at import)
 
     demo.register(sub)
     cmd_acquire.register(sub)
     cmd_record.register(sub)
     cmd_recon.register(sub)
+    cmd_view.register(sub)
     return p
 
 def main(argv: list[str] | None = None) -> int:

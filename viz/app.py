@@ -1,0 +1,264 @@
+"""Running the monitor: on screen, headless (PNG snapshot / movie), or as a child process.
+
+``tiltstream view --connect RECON_EP [--frames FRAMES_EP] [--snapshot out.png --after S]`` and
+``python -m tiltstream.viz ...`` both end up in :func:`launch_monitor`. This module imports Qt only
+inside the functions that need it, so the command line can be built without Qt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["display_available", "launch_monitor", "add_view_arguments", "run_from_args"]
+
+log = logging.getLogger(__name__)
+
+
+def display_available() -> bool:
+    """True when a window can be shown here (a display server, or not Linux); False when headless."""
+    if os.environ.get("QT_QPA_PLATFORM", "").split(":")[0] in ("offscreen", "minimal"):
+        return False
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+def _qt_app(headless: bool) -> Any:
+    if headless and not display_available():
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    try:
+        from pyqtgraph.Qt import QtWidgets  # noqa: PLC0415
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        raise RuntimeError(f"the monitor needs pyqtgraph and a Qt binding (pip install pyqtgraph PySide6): {exc}") \
+            from exc
+    app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
+    from tiltstream.viz.window import apply_dark_theme  # noqa: PLC0415
+
+    apply_dark_theme(app)
+    return app
+
+
+def _command(recon_endpoint: str | None, frames_endpoint: str | None, opts: dict[str, Any]) -> list[str]:
+    cmd = [sys.executable, "-m", "tiltstream.viz"]
+    if recon_endpoint:
+        cmd += ["--connect", recon_endpoint]
+    if frames_endpoint:
+        cmd += ["--frames", frames_endpoint]
+    flags = {"snapshot": "--snapshot", "after_s": "--after", "movie": "--movie", "display_hz": "--display-hz",
+             "history_volumes": "--history", "out_dir": "--out-dir"}
+    for key, flag in flags.items():
+        if opts.get(key) is not None:
+            cmd += [flag, str(opts[key])]
+    if opts.get("size") is not None:
+        cmd += ["--size", "{}x{}".format(*opts["size"])]
+    return cmd
+
+
+def launch_monitor(
+    recon_endpoint: str | None,
+    frames_endpoint: str | None = None,
+    *,
+    snapshot: str | Path | None = None,
+    after_s: float = 5.0,
+    movie: str | Path | None = None,
+    display_hz: float = 20.0,
+    history_volumes: int = 64,
+    out_dir: str | Path = ".",
+    size: tuple[int, int] = (1600, 1000),
+    curve: Any = None,
+    detach: bool = False,
+) -> Any:
+    """Show the monitor for a reconstruction service (and optionally the raw frame stream).
+
+    Parameters
+    ----------
+    recon_endpoint : the service's PUB endpoint (``tiltstream recon --pub``; printed by ``tiltstream demo``).
+    frames_endpoint : the microscope's/simulator's frame PUB endpoint (``tiltstream sim --pub``), or None.
+    snapshot : headless mode: receive for ``after_s`` seconds, write this PNG and return (renders
+        offscreen when there is no display).
+    movie : with ``snapshot`` (or alone, also headless): also export the slice history (.gif/.mp4).
+    display_hz : panel refresh rate.
+    history_volumes : volumes kept for the time slider.
+    out_dir : where the Snapshot and Export buttons write.
+    size : window size in pixels (width, height).
+    curve : :class:`~tiltstream.stream.sockets.CurveClientConfig` for an encrypted service, or None.
+    detach : start the monitor in a child process (``python -m tiltstream.viz``) and return its
+        :class:`subprocess.Popen` at once — for callers whose main thread is busy (the demo).
+
+    Returns
+    -------
+    The model's final :class:`~tiltstream.viz.model.Status` (blocking use), or the ``Popen`` (``detach``).
+    The blocking call must run on the main thread (Qt's rule) and returns when the window is closed,
+    on Ctrl-C, or after the headless snapshot.
+    """
+    if detach:
+        if curve is not None:
+            raise ValueError("detach: CURVE settings cannot be passed to a child monitor; use the command line")
+        opts = {"snapshot": snapshot, "after_s": after_s if (snapshot or movie) else None, "movie": movie,
+                "display_hz": display_hz, "history_volumes": history_volumes, "out_dir": out_dir, "size": size}
+        cmd = _command(recon_endpoint, frames_endpoint, opts)
+        log.info("starting monitor: %s", " ".join(cmd))
+        return subprocess.Popen(cmd)
+
+    headless = snapshot is not None or movie is not None
+    app = _qt_app(headless)
+    from pyqtgraph.Qt import QtCore  # noqa: PLC0415
+
+    from tiltstream.viz.model import ModelConfig, ViewModel  # noqa: PLC0415
+    from tiltstream.viz.receiver import StreamReceiver  # noqa: PLC0415
+    from tiltstream.viz.window import MonitorWindow  # noqa: PLC0415
+
+    model = ViewModel(ModelConfig(history_volumes=int(history_volumes)), recon_endpoint=recon_endpoint,
+                      frames_endpoint=frames_endpoint)
+    window = MonitorWindow(model, display_hz=display_hz, out_dir=out_dir)
+    window.resize(*size)
+    receiver = StreamReceiver(model, recon_endpoint, frames_endpoint, curve=curve)
+    receiver.start()
+    errors: list[BaseException] = []
+
+    def finish() -> None:
+        try:
+            receiver.maybe_raise()
+            if snapshot is not None:
+                window.save_snapshot(snapshot)
+            if movie is not None:
+                window.export_history(movie, fmt=Path(movie).suffix.lstrip(".").lower() or "gif")
+        except BaseException as exc:  # noqa: BLE001 - re-raised after the event loop
+            errors.append(exc)
+        app.quit()
+
+    # Python handles Ctrl-C only between Qt events: wake it up regularly.
+    previous = signal.signal(signal.SIGINT, lambda *_: app.quit()) if _main_thread() else None
+    ticker = QtCore.QTimer()
+    ticker.timeout.connect(lambda: None)
+    ticker.start(200)
+    watchdog = QtCore.QTimer()
+    watchdog.timeout.connect(lambda: _check(receiver, errors, app))
+    watchdog.start(500)
+    try:
+        window.show()
+        if headless:
+            QtCore.QTimer.singleShot(int(max(0.0, after_s) * 1000), finish)
+        app.exec()
+    finally:
+        ticker.stop()
+        watchdog.stop()
+        window.timer.stop()
+        receiver.stop()
+        window.close()
+        window.deleteLater()  # delete Qt objects now, not during interpreter shutdown
+        QtCore.QCoreApplication.sendPostedEvents(None, QtCore.QEvent.Type.DeferredDelete)
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    if errors:
+        raise errors[0]
+    return model.status()
+
+
+def _main_thread() -> bool:
+    import threading  # noqa: PLC0415
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _check(receiver: Any, errors: list[BaseException], app: Any) -> None:
+    try:
+        receiver.maybe_raise()
+    except BaseException as exc:  # noqa: BLE001 - surfaced by launch_monitor
+        errors.append(exc)
+        app.quit()
+
+
+# -- command line -------------------------------------------------------------------------------------
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT like 1600x1000, got {text!r}") from None
+    if w < 320 or h < 240:
+        raise argparse.ArgumentTypeError(f"expected a window of at least 320x240, got {w}x{h}")
+    return w, h
+
+
+def add_view_arguments(s: argparse.ArgumentParser) -> None:
+    """The options of ``tiltstream view`` (shared with ``python -m tiltstream.viz``)."""
+    from tiltstream._args import positive_float, positive_int  # noqa: PLC0415
+
+    s.add_argument("--connect", metavar="RECON_EP", default=None,
+                   help="the reconstruction service's PUB endpoint (tiltstream recon --pub / tiltstream demo)")
+    s.add_argument("--frames", metavar="FRAMES_EP", default=None,
+                   help="the microscope's or simulator's frame PUB endpoint (tiltstream sim --pub)")
+    s.add_argument("--snapshot", type=Path, default=None, metavar="PNG",
+                   help="headless: write the window to PNG after --after seconds and exit")
+    s.add_argument("--after", type=positive_float, default=5.0, metavar="S",
+                   help="seconds to receive before --snapshot/--movie (default 5)")
+    s.add_argument("--movie", type=Path, default=None, metavar="FILE",
+                   help="headless: export the slice history (.gif, or .mp4 with ffmpeg) after --after seconds")
+    s.add_argument("--display-hz", type=positive_float, default=20.0, metavar="HZ",
+                   help="panel refresh rate (default 20)")
+    s.add_argument("--history", type=positive_int, default=64, metavar="N",
+                   help="volumes kept for the time slider (default 64)")
+    s.add_argument("--out-dir", type=Path, default=Path("."), metavar="DIR",
+                   help="where the Snapshot and Export buttons write (default: here)")
+    s.add_argument("--size", type=_size, default=(1600, 1000), metavar="WxH", help="window size (default 1600x1000)")
+    s.add_argument("--curve-key", type=Path, default=None, metavar="FILE",
+                   help="CURVE: this monitor's *.key_secret file (for an encrypted service)")
+    s.add_argument("--curve-server-key", type=Path, default=None, metavar="FILE",
+                   help="CURVE: the service's public *.key file")
+
+
+class _GapLogFilter(logging.Filter):
+    """On the viewer path lost messages are expected and counted in the status line; keep one log line
+    per 30 s instead of one per gap."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last = -1e9
+        self.hidden = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        import time  # noqa: PLC0415
+
+        if "missing seq" not in record.getMessage():
+            return True
+        now = time.monotonic()
+        if now - self.last < 30.0:
+            self.hidden += 1
+            return False
+        self.last = now
+        if self.hidden:
+            record.msg = f"{record.msg} (and {self.hidden} more gaps in the last 30 s; see the status line)"
+            self.hidden = 0
+        return True
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run ``tiltstream view`` with parsed ``args``; prints one summary line in headless mode."""
+    if not args.connect and not args.frames:
+        raise ValueError("expected --connect RECON_EP and/or --frames FRAMES_EP, got neither")
+    # This process is only a viewer: its sockets' per-gap warnings would flood the terminal.
+    logging.getLogger("tiltstream.stream.tracking").addFilter(_GapLogFilter())
+    curve = None
+    if args.curve_key or args.curve_server_key:
+        if not (args.curve_key and args.curve_server_key):
+            raise ValueError("--curve-key and --curve-server-key: expected both, got one")
+        from tiltstream.stream.sockets import CurveClientConfig  # noqa: PLC0415
+
+        curve = CurveClientConfig(args.curve_key, args.curve_server_key)
+    status = launch_monitor(args.connect, args.frames, snapshot=args.snapshot, after_s=args.after, movie=args.movie,
+                            display_hz=args.display_hz, history_volumes=args.history, out_dir=args.out_dir,
+                            size=args.size, curve=curve)
+    if args.snapshot is not None or args.movie is not None:
+        written = ", ".join(str(p) for p in (args.snapshot, args.movie) if p is not None)
+        print(f"view: wrote {written}; {status.summary()}")
+        if status.state == "waiting":
+            print("view: warning: no data arrived; the snapshot shows an empty monitor", file=sys.stderr)
+            return 1
+    return 0
