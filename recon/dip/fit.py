@@ -17,7 +17,7 @@ import torch
 
 from tiltstream.recon.dip.checkpoint import geometry_from_state, read_checkpoint, save_checkpoint
 from tiltstream.recon.dip.data import BatchSampler, SeriesData
-from tiltstream.recon.dip.losses import charbonnier, data_loss, learning_rate, ramp_filter, tv_3d
+from tiltstream.recon.dip.losses import data_loss, learning_rate, ramp_filter, tv_3d
 from tiltstream.recon.dip.model import DipGeometry, SpaceTimeGenerator, build_generator
 from tiltstream.recon.dip.params import DipParams
 from tiltstream.recon.dip.projection import frame_matrices, project_frames, shift_rows
@@ -217,11 +217,11 @@ class DipTrainer:
         slices, pred = self._predict(frame_idx, rows, grad=True)
         meas = d.frames[frame_idx.reshape(-1, 1), rows]
         loss = data_loss(pred, meas, p, d.data_scale, self._sqrt_h)
-        unit = d.value_scale
+        unit = self.model.geom.value_scale
         if p.tv_weight > 0:
-            loss = loss + p.tv_weight * tv_3d(slices / unit, p.tv_eps, along_rows=p.batch_rows is None)
+            loss = loss + (p.tv_weight / unit) * tv_3d(slices, along_rows=p.batch_rows is None)
         if p.tv_time_weight > 0:
-            loss = loss + p.tv_time_weight * self._temporal_tv(frame_idx, rows, slices / unit)
+            loss = loss + (p.tv_time_weight / unit) * self._temporal_tv(frame_idx, rows, slices)
         if self.shifts is not None and p.shift_weight > 0:
             loss = loss + p.shift_weight * self._effective_shifts()[frame_idx].square().mean()
         self.optimizer.zero_grad(set_to_none=True)
@@ -247,8 +247,8 @@ class DipTrainer:
         with torch.autocast(self.device.type, dtype=self._amp_dtype or torch.float32,
                             enabled=self._amp_dtype is not None):
             later = self._forward(t, rr.reshape(-1).to(torch.float32), ang)
-        later = later.float().reshape(f, sub.numel(), d.nz, d.nu) / d.value_scale
-        return charbonnier(later - slices[:, sub], p.tv_eps).mean()
+        later = later.float().reshape(f, sub.numel(), d.nz, d.nu)
+        return (later - slices[:, sub]).abs().mean()
 
     # -- evaluation ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -299,7 +299,7 @@ class DipTrainer:
         p = self.params
         callbacks = list(callbacks)
         t0 = time.perf_counter()
-        reported = 0 if progress is None else self.step
+        reported = 0  # the first progress call also counts the steps of a resumed checkpoint
         heldout = self.heldout_history[-1][1] if self.heldout_history else None
         reason = "steps"
         loss_sum, loss_n = 0.0, 0

@@ -1,4 +1,4 @@
-"""Loss terms of the DIP fit: robust data term, Charbonnier total variation, lr schedule."""
+"""Loss terms of the DIP fit: robust data term, total variation, learning-rate schedule."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from torch.nn import functional as F
 
 from tiltstream.recon.dip.params import DipParams
 
-__all__ = ["data_loss", "ramp_filter", "filter_rows", "tv_3d", "charbonnier", "learning_rate"]
+__all__ = ["data_loss", "ramp_filter", "filter_rows", "tv_3d", "learning_rate"]
 
 
 def ramp_filter(n_det: int, floor: float, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -44,17 +44,12 @@ def data_loss(pred: torch.Tensor, meas: torch.Tensor, params: DipParams, data_sc
     return 0.5 * (r * r).mean()
 
 
-def charbonnier(d: torch.Tensor, eps: float) -> torch.Tensor:
-    """Smooth |d|: sqrt(d² + ε²) − ε (differentiable at 0)."""
-    return torch.sqrt(d * d + eps * eps) - eps
-
-
-def tv_3d(slices: torch.Tensor, eps: float, *, along_rows: bool) -> torch.Tensor:
-    """Mean Charbonnier TV of (F, R, Z, X) slices along Z and X, and along R (= Y) if the rows are
-    neighbours (whole frames)."""
-    terms = [charbonnier(slices.diff(dim=2), eps).mean(), charbonnier(slices.diff(dim=3), eps).mean()]
+def tv_3d(slices: torch.Tensor, *, along_rows: bool) -> torch.Tensor:
+    """Mean anisotropic TV (mean |difference| between neighbours) of (F, R, Z, X) slices along Z and X,
+    and along R (= Y) if the rows are neighbours (whole frames)."""
+    terms = [slices.diff(dim=2).abs().mean(), slices.diff(dim=3).abs().mean()]
     if along_rows and slices.shape[1] > 1:
-        terms.append(charbonnier(slices.diff(dim=1), eps).mean())
+        terms.append(slices.diff(dim=1).abs().mean())
     return sum(terms) / len(terms)
 
 

@@ -27,7 +27,7 @@ class DipParams:
         residual_filter: ``"ramp"`` filters residual rows with √(ramp + ramp_floor) before the loss,
             so the data term's gradient is a filtered (not plain) backprojection and fine detail
             converges in far fewer steps; ``"none"`` compares raw rows.
-        tv_weight: spatial 3-D TV (Charbonnier, ``tv_eps`` in units of the typical voxel value).
+        tv_weight: spatial 3-D TV (anisotropic, in units of the typical particle voxel value).
         tv_time_weight, tv_time_frames: temporal TV between the model at t and at t + Δt, with Δt
             ``tv_time_frames`` median frame intervals (0 = off).
         shift_weight: L2 pull toward zero of the per-frame shifts (only with ``frame_shifts``).
@@ -58,13 +58,12 @@ class DipParams:
     batch_rows: int | None = None
     lr: float = 2e-3
     warmup_steps: int = 50
-    lr_half_life: float = 1500.0
+    lr_half_life: float = 500.0
     loss: str = "huber"
     huber_delta: float = 1.0
     residual_filter: str = "ramp"
     ramp_floor: float = 0.1
-    tv_weight: float = 1e-3
-    tv_eps: float = 1e-2
+    tv_weight: float = 0.05
     tv_time_weight: float = 0.0
     tv_time_frames: float = 4.0
     heldout_fraction: float = 0.1
@@ -104,7 +103,7 @@ class DipParams:
             raise ValueError(f"patience: expected None or ≥ 1, got {self.patience}")
         if not 0.0 <= self.heldout_fraction < 0.5:
             raise ValueError(f"heldout_fraction: expected a share in [0, 0.5), got {self.heldout_fraction}")
-        for name in ("lr", "lr_half_life", "huber_delta", "tv_eps", "tv_time_frames"):
+        for name in ("lr", "lr_half_life", "huber_delta", "tv_time_frames"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
                 raise ValueError(f"{name}: expected a positive number, got {v}")

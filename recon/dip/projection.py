@@ -31,9 +31,9 @@ def frame_matrices(
     frame = torch.arange(f, device=device).reshape(-1, 1, 1)
     voxel = torch.arange(nv, device=device).reshape(1, 1, -1)
     flat = ((frame * n_det + bins) * nv + voxel).reshape(-1)
-    out = torch.zeros(f * n_det * nv, device=device, dtype=torch.float64)
-    out.index_put_((flat,), w.reshape(-1), accumulate=True)
-    return out.reshape(f, n_det, nv).to(dtype)
+    out = torch.zeros(f * n_det * nv, device=device, dtype=dtype)
+    out.index_put_((flat,), w.reshape(-1).to(dtype), accumulate=True)
+    return out.reshape(f, n_det, nv)
 
 
 def project_frames(slices: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:

@@ -194,8 +194,11 @@ def test_checkpoint_holds_the_best_model_and_refuses_other_data(tiny_series, tmp
     with pytest.raises(ValueError, match="changed parameter"):
         DipTrainer.from_checkpoint(ckpt, frames, angles, times, replace(TINY, lr=1.0))
     # resuming with more steps, from the CLI's point of view
-    _, info2 = reconstruct_dip(frames, angles, times, [5.0], replace(TINY, steps=25), resume=ckpt)
+    calls.clear()
+    _, info2 = reconstruct_dip(frames, angles, times, [5.0], replace(TINY, steps=25), resume=ckpt,
+                               progress=lambda n, **kw: calls.append((n, kw)))
     assert info2["start_step"] == 20 and info2["step"] == 25
+    assert sum(n for n, _ in calls) == 25  # a bar with total=steps ends full
 
 
 def test_volume_at_any_time_has_the_volume_shape(tiny_series):

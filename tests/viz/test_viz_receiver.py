@@ -79,9 +79,11 @@ def test_stalled_gui_does_not_stall_the_publisher_and_shows_the_latest_after(app
                 sent_s: list[float] = []
                 sender = threading.Thread(target=lambda: sent_s.append(publish_burst(pub, 1, 300)))
                 sender.start()
-                time.sleep(1.5)  # the GUI thread is stuck: no events, no redraws
-                sender.join(5.0)
-                assert sent_s and sent_s[0] < 1.0, f"publisher took {sent_s} s for 300 messages"
+                time.sleep(3.0)  # the GUI thread is stuck: no events, no redraws
+                finished_during_stall = not sender.is_alive()
+                sender.join(10.0)
+                # A publisher that waited for this viewer would still be stuck now.
+                assert finished_during_stall, f"publisher still sending after the 3 s GUI stall ({sent_s})"
                 pub.send(slices(1000))
                 pub.send(volume(1000))
                 deadline = time.monotonic() + 3.0
@@ -108,7 +110,8 @@ def test_slow_viewer_drops_for_itself_only_and_counts_it():
         with StreamReceiver(slow, pub.endpoint), StreamReceiver(fast, pub.endpoint, rcvhwm=1000):
             assert wait_for(lambda: (pub.poll_subscriptions(), pub.new_subscribers)[1] >= 2, 3.0)
             took = publish_burst(pub, 1, 200, pause_s=0.003)  # ~300 updates/s; the slow viewer takes 33/s
-            assert took < 1.0, f"publishing took {took:.2f} s: a slow viewer stalled it"
+            # Waiting for the slow viewer (30 ms per message) would take ≥ 6 s; not waiting takes well under 1 s.
+            assert took < 3.0, f"publishing took {took:.2f} s: a slow viewer stalled it"
             # Like the service while idle: re-send the newest state until every viewer has it.
             seq = 201
             while seq < 240 and not all(m.view() is not None and m.view().seq >= 201 for m in (slow, fast)):
@@ -117,7 +120,7 @@ def test_slow_viewer_drops_for_itself_only_and_counts_it():
                 time.sleep(0.1)
             assert fast.view().seq >= 201 and slow.view().seq >= 201
         fast_lost, slow_lost = fast.status().updates_dropped, slow.status().updates_dropped
-        assert slow_lost > 100, slow_lost  # counted, not silent
+        assert slow_lost > 40, slow_lost  # counted, not silent (it can take at most ~1 in 3 here)
         assert fast_lost <= slow_lost // 10, (fast_lost, slow_lost)  # the loss is the slow viewer's own
 
 
