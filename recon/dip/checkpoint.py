@@ -57,12 +57,14 @@ def geometry_from_state(state: dict[str, Any]) -> DipGeometry:
 
 def load_generator(path: str | os.PathLike, *, which: str = "best",
                    device: str | torch.device = "cpu") -> SpaceTimeGenerator:
-    """The generator stored in a checkpoint (``which="best"`` by held-out score, or ``"last"``), in
-    eval mode on ``device``; query it with ``.volume(t_s)``."""
+    """The generator stored in a checkpoint (``which="best"`` by held-out score, or ``"last"``: the
+    latest, weight-averaged if the fit averages), in eval mode on ``device``; query it with
+    ``.volume(t_s)``."""
     if which not in ("best", "last"):
         raise ValueError(f"which: expected 'best' or 'last', got {which!r}")
     state = read_checkpoint(path)
     params = DipParams.from_dict(state["params"])
     model = SpaceTimeGenerator(geometry_from_state(state), params)
-    model.load_state_dict(state["best_model" if which == "best" else "model"])
+    last = state["ema_model"] if state.get("ema_model") is not None else state["model"]
+    model.load_state_dict(state["best_model"] if which == "best" else last)
     return model.to(device).eval()

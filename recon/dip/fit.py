@@ -66,6 +66,8 @@ class DipTrainer:
         self.model = build_generator(geometry, params, generator=torch.Generator().manual_seed(params.seed),
                                      start_value=start)
         self.model.to(self.device)
+        # the averaged weights (ema_decay > 0) are what is scored, kept as best and returned
+        self.ema_model = copy.deepcopy(self.model) if params.ema_decay > 0 else None
         self.shifts = torch.nn.Parameter(torch.zeros(d.n, 2, device=self.device)) if params.frame_shifts else None
         trainable = list(self.model.parameters()) + ([self.shifts] if self.shifts is not None else [])
         self.optimizer = torch.optim.Adam(trainable, lr=params.lr)
@@ -74,7 +76,7 @@ class DipTrainer:
         self.step = 0
         self.best_step = 0
         self.best_score = math.inf
-        self.best_state = _cpu_state(self.model)
+        self.best_state = _cpu_state(self.eval_model)
         self.best_shifts = None if self.shifts is None else self.shifts.detach().cpu().clone()
         self.evals_since_best = 0
         self.loss_history: list[tuple[int, float]] = []
@@ -100,6 +102,7 @@ class DipTrainer:
             "digest": self.data.digest,
             "step": self.step,
             "model": _cpu_state(self.model),
+            "ema_model": None if self.ema_model is None else _cpu_state(self.ema_model),
             "best_model": self.best_state,
             "best_step": self.best_step,
             "best_score": self.best_score,
@@ -140,6 +143,8 @@ class DipTrainer:
 
     def _load_state(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
+        if self.ema_model is not None:
+            self.ema_model.load_state_dict(state["ema_model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.sampler.load_state_dict(state["sampler"])
         if self.shifts is not None:
@@ -157,9 +162,14 @@ class DipTrainer:
         self.heldout_history = [(int(s), float(v)) for s, v in state["heldout_history"]]
 
     # -- model queries ------------------------------------------------------------------------
+    @property
+    def eval_model(self) -> SpaceTimeGenerator:
+        """The generator that is scored and returned: the weight average if ``ema_decay`` > 0."""
+        return self.ema_model if self.ema_model is not None else self.model
+
     def best_model(self) -> SpaceTimeGenerator:
         """A copy of the generator with the best held-out score (the latest one without held-out frames)."""
-        model = copy.deepcopy(self.model)
+        model = copy.deepcopy(self.eval_model)
         if self.data.heldout_idx.size:
             model.load_state_dict(self.best_state)
         return model.eval()
@@ -194,7 +204,7 @@ class DipTrainer:
         if shifts is not None:
             y = y - shifts[:, :1]
         ang = self._angles[frame_idx].reshape(-1, 1).expand(f, r).reshape(-1) if p.use_angle else None
-        net = self._forward if grad else self.model
+        net = self._forward if grad else self.eval_model
         with torch.autocast(self.device.type, dtype=self._amp_dtype or torch.float32,
                             enabled=grad and self._amp_dtype is not None):
             slices = net(t, y.reshape(-1), ang)
@@ -232,6 +242,11 @@ class DipTrainer:
         else:
             loss.backward()
             self.optimizer.step()
+        if self.ema_model is not None:
+            decay = min(p.ema_decay, (1.0 + self.step) / (10.0 + self.step))
+            with torch.no_grad():
+                for e, m in zip(self.ema_model.parameters(), self.model.parameters()):
+                    e.lerp_(m, 1.0 - decay)
         self.step += 1
         return float(loss.detach())
 
@@ -257,7 +272,6 @@ class DipTrainer:
         idx = self.data.heldout_idx if frame_idx is None else np.asarray(frame_idx)
         if idx.size == 0:
             return None
-        self.model.eval()
         d = self.data
         num = den = 0.0
         chunk = max(1, 2 * self.params.batch_frames)
@@ -269,7 +283,6 @@ class DipTrainer:
             meas = d.frames[fi]
             num += float((pred - meas).double().square().sum())
             den += float(meas.double().square().sum())
-        self.model.train()
         return math.sqrt(num / den) if den > 0 else math.inf
 
     def _evaluate(self) -> float | None:
@@ -279,7 +292,7 @@ class DipTrainer:
         self.heldout_history.append((self.step, score))
         if score < self.best_score:
             self.best_score, self.best_step, self.evals_since_best = score, self.step, 0
-            self.best_state = _cpu_state(self.model)
+            self.best_state = _cpu_state(self.eval_model)
             if self.shifts is not None:
                 self.best_shifts = self.shifts.detach().cpu().clone()
         else:
@@ -318,7 +331,7 @@ class DipTrainer:
                 heldout = self._evaluate()
                 if checkpoint is not None:
                     self.save(checkpoint)
-                state = DipState(self.step, self.last_loss, heldout, self.best_step, self.model)
+                state = DipState(self.step, self.last_loss, heldout, self.best_step, self.eval_model)
                 if any(bool(cb(state)) for cb in callbacks):
                     reason = "callback"
                 elif p.patience is not None and self.evals_since_best >= p.patience:

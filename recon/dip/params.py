@@ -31,6 +31,8 @@ class DipParams:
         tv_time_weight, tv_time_frames: temporal TV between the model at t and at t + Δt, with Δt
             ``tv_time_frames`` median frame intervals (0 = off).
         shift_weight: L2 pull toward zero of the per-frame shifts (only with ``frame_shifts``).
+        ema_decay: if > 0, scores and results use an exponential moving average of the weights
+            (Polyak averaging; smooths out the step-to-step jitter of the fit).
     Held-out frames and stopping
         heldout_fraction: share of frames never fitted, spread evenly over time; they score every
             ``eval_every`` steps (held-out NRMSE of predicted vs measured projections) and the best
@@ -56,7 +58,7 @@ class DipParams:
     steps: int = 2000
     batch_frames: int = 8
     batch_rows: int | None = None
-    lr: float = 2e-3
+    lr: float = 3e-3
     warmup_steps: int = 50
     lr_half_life: float = 500.0
     loss: str = "huber"
@@ -66,6 +68,7 @@ class DipParams:
     tv_weight: float = 0.05
     tv_time_weight: float = 0.0
     tv_time_frames: float = 4.0
+    ema_decay: float = 0.99
     heldout_fraction: float = 0.1
     eval_every: int = 50
     patience: int | None = None
@@ -113,6 +116,8 @@ class DipParams:
                 raise ValueError(f"{name}: expected a weight ≥ 0, got {v}")
         if self.warmup_steps < 0 or self.t_frequencies < 0 or self.y_frequencies < 0:
             raise ValueError("warmup_steps, t_frequencies, y_frequencies: expected ≥ 0")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay: expected a decay in [0, 1), got {self.ema_decay}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss: expected one of {LOSSES}, got {self.loss!r}")
         if self.amp not in AMP_MODES:
