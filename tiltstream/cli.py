@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("reconstruct", help="batch 3-D/4-D reconstruction of a tilt series")
     s.add_argument("input", type=Path)
-    s.add_argument("--method", choices=["fbp", "sirt"], default="sirt")
+    s.add_argument("--method", choices=["fbp", "sirt", "dip"], default="sirt",
+                   help="fbp, sirt (per time point, --window) or dip (space-time deep image prior)")
     s.add_argument("--window", default=None, metavar="W",
                    help="frames per time point ('40') or seconds ('12.5s'); default: all frames (static)")
     s.add_argument("--iterations", type=_positive_int, default=100, metavar="K", help="SIRT iterations (default 100)")
@@ -103,6 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--height", type=_positive_int, default=None, metavar="NZ",
                    help="volume thickness along the beam in voxels (default: frame width)")
     s.add_argument("--out", type=Path, required=True, help="output HDF5 (volumes (T,Z,Y,X), times_s)")
+    g = s.add_argument_group("dip", "options of --method dip")
+    g.add_argument("--steps", type=_positive_int, default=None, metavar="S",
+                   help="optimiser steps in all (default 2000; with --resume: the checkpoint's)")
+    g.add_argument("--checkpoint", type=Path, default=None, metavar="CKPT",
+                   help="checkpoint written at every evaluation (default: OUT with suffix .dip.pt)")
+    g.add_argument("--resume", type=Path, default=None, metavar="CKPT",
+                   help="continue a fit from its checkpoint (same data); with no more --steps it only "
+                        "queries the best model at --times")
+    g.add_argument("--time-limit", type=float, default=None, metavar="S", help="stop fitting after S seconds")
+    g.add_argument("--seed", type=int, default=0, help="random seed of the fit (default 0)")
     s.set_defaults(func=cmd_reconstruct)
 
     s = sub.add_parser("score", help="compare a 4-D result with the ground truth of the simulation it came from")

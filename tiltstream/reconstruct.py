@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,8 @@ def run(args: argparse.Namespace) -> str:
     from tiltstream.stream.results import write_result  # noqa: PLC0415
 
     series = read_series(args.input, tilt_axis_angle_deg=args.tilt_axis_angle)
+    if args.method == "dip":
+        return _run_dip(args, series)
     params = _params(args)
     times = np.asarray(args.times if args.times else default_times(series.times_s, params.window), dtype=np.float64)
     t0 = time.perf_counter()
@@ -54,6 +57,64 @@ def run(args: argparse.Namespace) -> str:
     write_result(args.out, volumes, times, attrs=attrs, overwrite=True)
     return (f"wrote {len(times)} volume(s) {volumes.shape[1:]} at t = "
             f"{', '.join(f'{t:.1f}' for t in times)} s to {args.out} ({wall:.1f} s)")
+
+
+def _dip_params(args: argparse.Namespace):
+    """DipParams from the command line; with ``--resume`` the checkpoint's, with only ``steps`` changed."""
+    from tiltstream.recon.dip import DipParams, read_checkpoint  # noqa: PLC0415
+
+    if args.resume is not None:
+        saved = DipParams.from_dict(read_checkpoint(args.resume)["params"])
+        steps = args.steps if args.steps is not None else saved.steps
+        return replace(saved, steps=steps, time_limit_s=args.time_limit, device=args.device)
+    return DipParams(steps=args.steps or DipParams.steps, seed=args.seed, device=args.device,
+                     time_limit_s=args.time_limit, axis_offset_px=args.axis_offset, vol_z=args.height)
+
+
+def _run_dip(args: argparse.Namespace, series) -> str:
+    """Fit (or continue) the DIP with a progress bar of loss and held-out score, write the volumes."""
+    from tiltstream.recon.dip import DipTrainer, default_query_times  # noqa: PLC0415
+    from tiltstream.stream.results import write_result  # noqa: PLC0415
+
+    if args.window:
+        raise ValueError("--window: the DIP fits all frames at once (time is a model input); drop --window")
+    params = _dip_params(args)
+    checkpoint = args.checkpoint or Path(args.out).with_suffix(".dip.pt")
+    t0 = time.perf_counter()
+    if args.resume is not None:
+        trainer = DipTrainer.from_checkpoint(args.resume, series.frames, series.angles_deg, series.times_s, params)
+    else:
+        trainer = DipTrainer(series.frames, series.angles_deg, series.times_s, params)
+    times = np.asarray(args.times if args.times else default_query_times(series.times_s), dtype=np.float64)
+    with tqdm(total=params.steps, desc=f"dip {series.n_frames} frames", unit="step", disable=None) as bar:
+        def progress(n: int, *, loss: float, heldout: float | None) -> None:
+            bar.set_postfix(loss=f"{loss:.4g}", heldout="–" if heldout is None else f"{heldout:.4f}", refresh=False)
+            bar.update(n)
+
+        stopped = trainer.fit(progress=progress, checkpoint=checkpoint)
+    volumes = trainer.best_model().volumes(times)
+    wall = time.perf_counter() - t0
+    info = trainer.info()
+    attrs = {
+        "method": "dip",
+        "parameters": params.as_dict(),
+        "input_path": str(args.input),
+        "device": info["device"],
+        "wall_time_s": wall,
+        "voxel_nm": series.pixel_nm if series.pixel_nm is not None else float("nan"),
+        "tilt_axis_angle_deg": series.metadata.get("tilt_axis_angle_deg", 0.0),
+        "checkpoint": str(checkpoint),
+        "dip_steps": info["step"],
+        "dip_best_step": info["best_step"],
+        "dip_heldout_nrmse": info["heldout_nrmse"] if info["heldout_nrmse"] is not None else float("nan"),
+        "dip_heldout_indices": info["heldout_indices"],
+        "dip_stopped": stopped,
+    }
+    write_result(args.out, volumes, times, attrs=attrs, overwrite=True)
+    held = info["heldout_nrmse"]
+    return (f"wrote {len(times)} volume(s) {volumes.shape[1:]} at t = {', '.join(f'{t:.1f}' for t in times)} s "
+            f"to {args.out} ({wall:.1f} s); DIP step {info['step']} ({stopped}), best step {info['best_step']}"
+            + (f", held-out NRMSE {held:.4f}" if held is not None else "") + f"; checkpoint {checkpoint}")
 
 
 def score(result_path: Path, truth_from: Path | None = None) -> str:

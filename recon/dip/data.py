@@ -96,6 +96,7 @@ class SeriesData:
         self.train_idx, self.heldout_idx = heldout_split(times, heldout_fraction)
         self.frames = torch.as_tensor(frames, device=device)
         self.times = torch.as_tensor(times, device=device, dtype=torch.float32)
+        self.angles = torch.as_tensor(angles, device=device, dtype=torch.float32)
         self.data_scale = float(np.sqrt(np.mean(np.square(frames, dtype=np.float64)))) or 1.0
         self.mean_value = max(float(np.mean(frames.sum(axis=2, dtype=np.float64))) / (self.nz * self.nu), 0.0)
         self.value_scale = estimate_value_scale(frames, angles, self.nz, axis_offset_px=axis_offset_px, device=device)

@@ -51,13 +51,18 @@ class DipTrainer:
 
     def __init__(self, frames: np.ndarray, angles_deg: np.ndarray, times_s: np.ndarray, params: DipParams, *,
                  device: str | torch.device | None = None, geometry: DipGeometry | None = None):
-        self.params = params
-        self.device = resolve_device(params.device if device is None else device)
+        device = resolve_device(params.device if device is None else device)
         frames = np.asarray(frames, dtype=np.float32)
         nz = params.vol_z or (frames.shape[2] if frames.ndim == 3 else 1)
-        self.data = SeriesData(frames, angles_deg, times_s, heldout_fraction=params.heldout_fraction,
-                               vol_z=nz, device=self.device, axis_offset_px=params.axis_offset_px)
-        d = self.data
+        data = SeriesData(frames, angles_deg, times_s, heldout_fraction=params.heldout_fraction,
+                          vol_z=nz, device=device, axis_offset_px=params.axis_offset_px)
+        self._setup(data, params, geometry)
+
+    def _setup(self, data: SeriesData, params: DipParams, geometry: DipGeometry | None) -> None:
+        """Generator, optimiser and sampler for ``data`` (a :class:`SeriesData` or a growing one)."""
+        self.params = params
+        self.data = d = data
+        self.device = data.device
         if geometry is None:
             geometry = DipGeometry(d.shape, (float(d.times_s.min()), float(d.times_s.max())), d.value_scale)
         elif geometry.shape != d.shape:
@@ -71,8 +76,7 @@ class DipTrainer:
         self.shifts = torch.nn.Parameter(torch.zeros(d.n, 2, device=self.device)) if params.frame_shifts else None
         trainable = list(self.model.parameters()) + ([self.shifts] if self.shifts is not None else [])
         self.optimizer = torch.optim.Adam(trainable, lr=params.lr)
-        self.sampler = BatchSampler(d.train_idx, d.ny, batch_frames=params.batch_frames,
-                                    batch_rows=params.batch_rows, seed=params.seed)
+        self.sampler = self._make_sampler()
         self.step = 0
         self.best_step = 0
         self.best_score = math.inf
@@ -89,9 +93,17 @@ class DipTrainer:
             self._forward = torch.compile(self.model)
         elif params.compile:
             log.info("torch.compile is used on CUDA only; running the generator eagerly on %s", self.device)
-        self._angles = torch.as_tensor(d.angles_deg, device=self.device, dtype=torch.float32)
         self._sqrt_h = (ramp_filter(d.nu, params.ramp_floor, self.device) if params.residual_filter == "ramp"
                         else None)
+
+    def _make_sampler(self) -> BatchSampler:
+        p = self.params
+        return BatchSampler(self.data.train_idx, self.data.ny, batch_frames=p.batch_frames,
+                            batch_rows=p.batch_rows, seed=p.seed)
+
+    def learning_rate(self) -> float:
+        """The learning rate of the next step (a function of the step count alone)."""
+        return learning_rate(self.step, self.params)
 
     # -- checkpoints --------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -203,7 +215,7 @@ class DipTrainer:
         shifts = self._effective_shifts()[frame_idx] if self.shifts is not None else None
         if shifts is not None:
             y = y - shifts[:, :1]
-        ang = self._angles[frame_idx].reshape(-1, 1).expand(f, r).reshape(-1) if p.use_angle else None
+        ang = d.angles[frame_idx].reshape(-1, 1).expand(f, r).reshape(-1) if p.use_angle else None
         net = self._forward if grad else self.eval_model
         with torch.autocast(self.device.type, dtype=self._amp_dtype or torch.float32,
                             enabled=grad and self._amp_dtype is not None):
@@ -222,7 +234,7 @@ class DipTrainer:
         frame_idx, rows = self.sampler.next()
         frame_idx, rows = frame_idx.to(self.device), rows.to(self.device)
         for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(self.step, p)
+            group["lr"] = self.learning_rate()
         self.model.train()
         slices, pred = self._predict(frame_idx, rows, grad=True)
         meas = d.frames[frame_idx.reshape(-1, 1), rows]
@@ -258,7 +270,7 @@ class DipTrainer:
         rr = rows[:, sub]
         dt = p.tv_time_frames * d.frame_interval_s
         t = (d.times[frame_idx] + dt).reshape(-1, 1).expand(f, sub.numel()).reshape(-1)
-        ang = self._angles[frame_idx].reshape(-1, 1).expand(f, sub.numel()).reshape(-1) if p.use_angle else None
+        ang = d.angles[frame_idx].reshape(-1, 1).expand(f, sub.numel()).reshape(-1) if p.use_angle else None
         with torch.autocast(self.device.type, dtype=self._amp_dtype or torch.float32,
                             enabled=self._amp_dtype is not None):
             later = self._forward(t, rr.reshape(-1).to(torch.float32), ang)

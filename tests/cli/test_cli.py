@@ -70,3 +70,44 @@ def test_console_script_help_lists_every_command():
     out = subprocess.run([sys.executable, "-m", "tiltstream", "--help"], capture_output=True, text=True, check=True)
     for cmd in ("info", "simulate", "reconstruct", "score"):
         assert cmd in out.stdout
+
+
+def test_reconstruct_dip_writes_result_checkpoint_and_resumes(recording, tmp_path, capsys):
+    out = tmp_path / "dip.h5"
+    assert main(["reconstruct", str(recording), "--method", "dip", "--steps", "20", "--device", "cpu",
+                 "--times", "40,120", "--out", str(out)]) == 0
+    assert "held-out NRMSE" in capsys.readouterr().out
+    ckpt = out.with_suffix(".dip.pt")
+    assert ckpt.is_file()
+    with h5py.File(out, "r") as f:
+        vols = f["volumes"][...]
+        np.testing.assert_allclose(f["times_s"][...], [40.0, 120.0])
+        assert f.attrs["method"] == "dip" and f.attrs["dip_steps"] == 20
+        held = json.loads(f.attrs["dip_heldout_indices_json"])
+        assert 3 <= len(held) <= 6  # ≈10 % of 48 frames
+    assert vols.shape == (2, 20, 20, 20) and np.isfinite(vols).all() and vols.max() > 0
+
+    # more steps from the checkpoint; then, with no more steps, only query the best model at a new time
+    more = tmp_path / "more.h5"
+    assert main(["reconstruct", str(recording), "--method", "dip", "--resume", str(ckpt), "--steps", "30",
+                 "--checkpoint", str(tmp_path / "more.dip.pt"), "--times", "40,120", "--out", str(more)]) == 0
+    with h5py.File(more, "r") as f:
+        assert f.attrs["dip_steps"] == 30
+    query = tmp_path / "query.h5"
+    assert main(["reconstruct", str(recording), "--method", "dip", "--resume", str(tmp_path / "more.dip.pt"),
+                 "--times", "77.7", "--out", str(query)]) == 0
+    with h5py.File(query, "r") as f, h5py.File(more, "r") as g:
+        assert f.attrs["dip_steps"] == 30
+        assert f["volumes"].shape == (1, 20, 20, 20)
+        assert f.attrs["dip_best_step"] == g.attrs["dip_best_step"]
+
+
+def test_reconstruct_dip_refuses_a_window_and_a_foreign_checkpoint(recording, tmp_path, capsys):
+    assert main(["reconstruct", str(recording), "--method", "dip", "--window", "10", "--out",
+                 str(tmp_path / "x.h5")]) == 2
+    assert "--window" in capsys.readouterr().err
+    bad = tmp_path / "bad.dip.pt"
+    bad.write_bytes(b"not a checkpoint")
+    assert main(["reconstruct", str(recording), "--method", "dip", "--resume", str(bad), "--out",
+                 str(tmp_path / "y.h5")]) == 2
+    assert "bad.dip.pt" in capsys.readouterr().err
