@@ -159,6 +159,12 @@ class ReconEngine:
         self.latencies_s.extend(done - t for t in arrived)
         return self._outputs(residual, done - t0, force_volume)
 
+    def next_seq(self, name: str) -> int:
+        """The next output sequence number for a message of type ``name`` (``"volume"``, ...), for
+        outputs made beside the engine's own (the online DIP's), so subscribers see one ordered stream."""
+        self._out_seq += 1
+        return self._out_seq
+
     def _outputs(self, residual: float, update_s: float, force_volume: bool) -> list[object]:
         est = self.estimator
         vol = est.volume()

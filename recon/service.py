@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tiltstream.recon.dip.online import DipEstimate, OnlineDip, OnlineDipConfig
 from tiltstream.recon.engine import EngineConfig, ReconEngine
-from tiltstream.stream.protocol import EndMsg, FrameMsg, StartMsg
+from tiltstream.stream.protocol import EndMsg, FrameMsg, MetricsMsg, StartMsg, VolumeMsg
 from tiltstream.stream.transport import FrameReceiver, Publisher
 
 __all__ = ["ReconService", "ServiceStats"]
@@ -45,6 +46,7 @@ class ServiceStats:
     latencies_s: list[float] = field(default_factory=list)
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
     frames_rejected_by_engine: int = 0
+    dip_estimates: int = 0
 
     def summary(self) -> dict[str, float | int]:
         def pct(v: list[float], q: float) -> float:
@@ -57,6 +59,7 @@ class ServiceStats:
             "messages_published": self.published,
             "messages_rejected": int(sum(self.rejected_by_reason.values())),
             "frames_rejected": self.frames_rejected_by_engine,
+            "dip_estimates": self.dip_estimates,
             "update_ms_p50": 1e3 * pct(self.update_s, 50),
             "latency_ms_p50": 1e3 * pct(self.latencies_s, 50),
             "latency_ms_p99": 1e3 * pct(self.latencies_s, 99),
@@ -86,6 +89,7 @@ class ReconService:
         resend_period_s: float = 2.0,
         curve=None,
         pub_curve=None,
+        dip: OnlineDipConfig | None = None,
     ):
         self.engine = ReconEngine(config)
         self.receiver = FrameReceiver(frames_endpoint, bind=bind, curve=curve, name="recon")
@@ -97,6 +101,11 @@ class ReconService:
         self._last_outputs: list[object] = []
         self._last_publish = 0.0
         self._end_seen = threading.Event()
+        # the online DIP trains in its own thread; its estimates wait here for the recon thread,
+        # which owns the PUB socket
+        self.dip = OnlineDip(dip, on_estimate=self._dip_ready) if dip is not None else None
+        self._dip_out: deque[DipEstimate] = deque(maxlen=2)
+        self._last_dip: list[object] = []
         if resume_from is not None:
             self._resume(Path(resume_from))
 
@@ -119,6 +128,11 @@ class ReconService:
         first = max(0, series.n_frames - keep)
         self.engine.handle(StartMsg(stream_id=sid, frame_shape=series.frame_shape, dtype="float32",
                                     scheme=str(meta.get("scheme", "unknown")), pixel_nm=series.pixel_nm))
+        if self.dip is not None:  # the DIP takes the whole recorded series, not only the last window
+            self.dip.start_series(sid, series.frame_shape, series.pixel_nm)
+            for i in range(first):
+                self.dip.add_frame(series.frames[i], angle_deg=float(series.angles_deg[i]),
+                                   t_s=float(series.times_s[i]), stream_id=sid)
         for i in range(first, series.n_frames):
             self.engine.handle(FrameMsg(seq=i, stream_id=sid, angle_deg=float(series.angles_deg[i]),
                                         t_s=float(series.times_s[i]), exposure_s=0.0,
@@ -157,6 +171,7 @@ class ReconService:
         while self._inbox:
             msg, t_recv = self._inbox.popleft()
             self.engine.handle(msg, received_at=t_recv)
+            self._to_dip(msg)
         n_before = len(self.engine.latencies_s)
         outputs = self.engine.step()
         if outputs:
@@ -171,6 +186,40 @@ class ReconService:
             idle = time.monotonic() - self._last_publish > self.resend_period_s
             if (joined or idle) and self.engine.estimator is not None:
                 self._publish(self.engine.step(force_volume=True))
+            if joined and self._last_dip:
+                self._publish(self._last_dip)
+        self._publish_dip()
+
+    # -- online DIP -----------------------------------------------------------------------------
+    def _to_dip(self, msg: object) -> None:
+        if self.dip is None:
+            return
+        if isinstance(msg, StartMsg):
+            self.dip.start_series(msg.stream_id, tuple(msg.frame_shape), msg.pixel_nm)
+        elif isinstance(msg, FrameMsg):
+            if msg.stream_id != self.dip.stream_id:  # a frame without its start/1, as the engine does
+                self.dip.start_series(msg.stream_id, tuple(msg.data.shape), msg.pixel_nm)
+            self.dip.add_frame(msg.data, angle_deg=float(msg.angle_deg), t_s=float(msg.t_s), stream_id=msg.stream_id)
+
+    def _dip_ready(self, estimate: DipEstimate) -> None:
+        self._dip_out.append(estimate)  # (training thread) latest wins: at most two wait
+        self._wake.set()
+
+    def _publish_dip(self) -> None:
+        """Publish waiting DIP estimates: one volume/1 per time (``source="dip"``) and dip metrics."""
+        while self._dip_out:
+            est = self._dip_out.popleft()
+            self.stats.dip_estimates += 1
+            out: list[object] = []
+            if est.stream_id != self.engine.stream_id:
+                continue  # an estimate of a series that has ended meanwhile
+            for t, vol in zip(est.times_s, est.volumes):
+                out.append(VolumeMsg(stream_id=est.stream_id, seq=self.engine.next_seq("volume"), t_s=float(t),
+                                     data=vol, source="dip", n_frames_used=est.n_frames, voxel_nm=est.pixel_nm))
+            out.append(MetricsMsg(stream_id=est.stream_id, seq=self.engine.next_seq("metrics"),
+                                  t_s=float(est.times_s[-1]), values=est.metrics()))
+            self._publish(out)
+            self._last_dip = out
 
     def run(
         self,
@@ -188,21 +237,29 @@ class ReconService:
         intake_stop = threading.Event()
         intake = threading.Thread(target=self._intake, args=(intake_stop,), name="recon-intake", daemon=True)
         intake.start()
+        if self.dip is not None:
+            self.dip.start()
         last_activity = time.monotonic()
         try:
             while not stop.is_set():
-                woke = self._wake.wait(0.0 if self.engine.refining else 0.1)
+                self._wake.wait(0.0 if self.engine.refining else 0.1)
                 self._wake.clear()
-                if woke or self._inbox:
+                if self._inbox:  # (a DIP estimate also wakes the loop, but is no frame activity)
                     last_activity = time.monotonic()
                 self._step()
                 if until_end and self._end_seen.is_set() and not self._inbox and not self.engine.refining:
                     self._publish(self.engine.step(force_volume=True))
+                    if self.dip is not None:  # a last estimate from every frame of the series
+                        self.dip.stop()
+                        self.dip.flush()
+                        self._publish_dip()
                     break
                 if idle_timeout_s is not None and time.monotonic() - last_activity > idle_timeout_s:
                     log.info("no frames for %.1f s: stopping", idle_timeout_s)
                     break
         finally:
+            if self.dip is not None:
+                self.dip.stop()
             torch.set_num_threads(threads_before)
             intake_stop.set()
             intake.join(timeout=2.0)

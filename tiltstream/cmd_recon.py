@@ -4,6 +4,11 @@ Usage::
 
     tiltstream recon --connect tcp://127.0.0.1:5556 --pub tcp://127.0.0.1:5557 [--window 64]
                      [--subset 16] [--half-life S] [--device auto] [--resume RECORDING.h5]
+                     [--dip [--dip-edge 64] [--dip-period 10]]
+
+With ``--dip`` the space-time DIP trains in the background on every frame so far (binned to
+``--dip-edge``) and publishes refreshed 4-D estimates (``volume/1`` with ``source="dip"``, one per
+time point) and its held-out score beside the streaming SIRT.
 
 It prints a one-line summary (frames, updates, update time, latency p50/p99, rejects) at the end.
 """
@@ -30,6 +35,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("--pub", default="tcp://127.0.0.1:5557", metavar="ENDPOINT",
                    help="where monitors subscribe (default tcp://127.0.0.1:5557)")
     add_engine_options(s)
+    add_dip_options(s)
     s.add_argument("--resume", type=Path, default=None, metavar="RECORDING",
                    help="fold in the recording of the current series first (restart mid-series)")
     s.add_argument("--idle-timeout", type=positive_float, default=None, metavar="S",
@@ -50,6 +56,27 @@ def add_engine_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--device", default="auto", help="auto, cpu or cuda")
 
 
+def add_dip_options(s: argparse.ArgumentParser) -> None:
+    g = s.add_argument_group("online DIP")
+    g.add_argument("--dip", action="store_true", help="also train the space-time DIP online and publish its estimates")
+    g.add_argument("--dip-edge", type=positive_int, default=64, metavar="PX",
+                   help="frames are binned to at most this edge for the DIP (default 64)")
+    g.add_argument("--dip-period", type=positive_float, default=10.0, metavar="S",
+                   help="least seconds between two published DIP estimates (default 10)")
+    g.add_argument("--dip-times", type=positive_int, default=6, metavar="N",
+                   help="volumes per DIP estimate, spread over the series so far (default 6)")
+
+
+def dip_config(args: argparse.Namespace):
+    """OnlineDipConfig from ``--dip*`` options, or None without ``--dip``."""
+    if not getattr(args, "dip", False):
+        return None
+    from tiltstream.recon.dip.online import OnlineDipConfig  # noqa: PLC0415
+
+    return OnlineDipConfig(max_edge=args.dip_edge, publish_period_s=args.dip_period, n_times=args.dip_times,
+                           device=args.device)
+
+
 def engine_config(args: argparse.Namespace):
     from tiltstream.recon.engine import EngineConfig  # noqa: PLC0415
     from tiltstream.recon.streaming import StreamingParams  # noqa: PLC0415
@@ -65,7 +92,8 @@ def cmd_recon(args: argparse.Namespace) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     endpoint = args.connect or args.bind
-    with ReconService(endpoint, args.pub, engine_config(args), bind=bool(args.bind), resume_from=args.resume) as svc:
+    with ReconService(endpoint, args.pub, engine_config(args), bind=bool(args.bind), resume_from=args.resume,
+                       dip=dip_config(args)) as svc:
         print(f"recon: frames from {svc.frames_endpoint}, publishing on {svc.pub_endpoint}", flush=True)
         try:
             stats = svc.run(stop, until_end=args.until_end, idle_timeout_s=args.idle_timeout)

@@ -351,6 +351,10 @@ class OnlineDip:
         return True
 
     @property
+    def stream_id(self) -> str | None:
+        return self._stream_id
+
+    @property
     def n_frames(self) -> int:
         return 0 if self.data is None else self.data.n
 
@@ -435,6 +439,11 @@ class OnlineDip:
         excess = d.train_idx.size - self.config.max_frames
         if excess > 0:
             d.drop_oldest_training(excess)
+
+    def flush(self) -> DipEstimate | None:
+        """Take the frames still queued and publish an estimate now (call after :meth:`stop`)."""
+        self._absorb()
+        return self.publish()
 
     def publish(self) -> DipEstimate | None:
         """The current estimate (EMA weights) at ``n_times`` times over the series so far; passed to
