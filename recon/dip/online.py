@@ -363,15 +363,20 @@ class OnlineDip:
         """Train in a daemon thread until :meth:`stop`."""
         if self._thread is not None:
             return
+        # the optimiser's first step imports torch._dynamo (seconds); do it here, not at low priority
+        # in the training thread while frames are waiting
+        import torch._dynamo  # noqa: F401, PLC0415
+
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="dip-online", daemon=True)
         self._thread.start()
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self) -> None:
+        """Stop the training thread after its current optimiser step and wait for it."""
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
-            self._thread.join(timeout)
+            self._thread.join()
             self._thread = None
 
     def _run(self) -> None:
@@ -397,6 +402,8 @@ class OnlineDip:
         if tr is None:
             return False
         for _ in range(steps):
+            if self._stop.is_set() and self._thread is threading.current_thread():
+                return True
             loss = tr.train_step()
             if not math.isfinite(loss):
                 raise FloatingPointError(f"online DIP loss became {loss} at step {tr.step}")
