@@ -10,11 +10,12 @@ copy). Both use high-water marks of 32 messages (tiltstream's default). Variants
 
 * ``bare``: ``send_multipart([header, buffer], copy=False)`` / ``recv_multipart(copy=False)``;
   no serialisation, no validation, no polling.
-* ``tiltstream``: ``FrameSender(zero_copy=True).send(msg)`` → ``FrameReceiver.recv()``: pack with
-  header re-validation and NaN/Inf screen, poll + send; poll + receive, unpack with full
-  validation and NaN/Inf screen, sequence tracking, reject counting.
-* ``no-finite``: as ``tiltstream`` with ``Limits(check_data_finite=False)`` at *both* ends (the
-  screen runs once in ``pack`` and once in ``unpack``).
+* ``tiltstream``: ``FrameSender(zero_copy=True).send(msg)`` → ``FrameReceiver.recv()``: pack
+  (header validated before it is encoded, frame passed as a zero-copy view), send waiting in
+  ZeroMQ up to the timeout; receive (header as bytes, frame zero-copy), unpack with full
+  validation and the receiver's NaN/Inf screen of the pixels, sequence tracking, reject counting.
+* ``no-finite``: as ``tiltstream`` with ``Limits(check_data_finite=False)`` at both ends (senders
+  do not screen pixels by default; receivers do unless told not to).
 
 Messages are built before the clock starts (the producer's own cost is not counted). Frames cycle
 through a pool of distinct arrays larger than the CPU's last-level cache, so data is read from
@@ -29,12 +30,14 @@ Timing: the receiver takes the time after the last of W warm-up frames and after
 timed frames, so connection set-up, warm-up and the final drain are excluded and the window is
 steady-state throughput. N is sized per case (size, transport, placement, variant) from a short
 probe run so that each window lasts about ``--seconds``. Each repeat runs every variant once,
-interleaved (drift on the shared machine hits all variants alike); the table gives the median of
-the repeats.
+back to back, in alternating order (drift on the shared machine hits all variants alike); the
+table gives the median frames/s of the repeats, and as ratio the median over the repeats of the
+ratio within each repeat (pairs measured seconds apart, so a load swing between repeats does not
+bias it).
 
-A single-threaded cost split (µs per frame: pack, unpack, NaN/Inf screen, sequence tracking, one
-poll) shows where the overhead comes from. Prints Markdown for benchmarks/RESULTS.md on stdout;
-progress goes to stderr.
+A single-threaded cost split (µs per frame: pack, unpack, NaN/Inf screen, sequence tracking, the
+receiver's whole intake) shows where the overhead comes from. Prints Markdown for
+benchmarks/RESULTS.md on stdout; progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ import zmq
 from tiltstream.stream.messages import FrameMsg, Limits, StartMsg
 from tiltstream.stream.protocol import SeqTracker, pack, unpack
 from tiltstream.stream.sockets import tcp_endpoint
-from tiltstream.stream.transport import DEFAULT_HWM, FrameReceiver, FrameSender
+from tiltstream.stream.transport import DEFAULT_HWM, FrameReceiver, FrameSender, _Intake
 from tiltstream.stream.validation import check_finite_data
 
 VARIANTS = ("bare", "tiltstream", "no-finite")
@@ -135,12 +138,16 @@ def run_sender(case: Case, endpoints: queue.Queue) -> dict:
         endpoints.put(sock.getsockopt_string(zmq.LAST_ENDPOINT))
         copy = case.nbytes < ZERO_COPY_MIN
         n_pool = len(parts)
+        c0 = 0.0
         for i in range(total):
+            if i == case.warmup:
+                c0 = time.process_time()
             sock.send_multipart(parts[i % n_pool], copy=copy)
+        c1 = time.process_time()
         sock.close()
         if case.transport == "tcp":
             ctx.term()
-        return {"timeouts": 0}
+        return {"timeouts": 0, "cpu_s": c1 - c0}
     msgs = make_messages(case.size, total)
     start = StartMsg(
         stream_id=STREAM_ID, frame_shape=(case.size, case.size), dtype="<f4", scheme="linear",
@@ -149,10 +156,15 @@ def run_sender(case: Case, endpoints: queue.Queue) -> dict:
         case.endpoint(), zero_copy=True, limits=case.limits, timeout_ms=30_000,
     ) as tx:
         endpoints.put(tx.endpoint)
-        for msg in [start, *msgs]:
+        if not tx.send(start):
+            raise RuntimeError("send of start/1 timed out")
+        c0 = 0.0
+        for i, msg in enumerate(msgs):
+            if i == case.warmup:
+                c0 = time.process_time()
             if not tx.send(msg):
                 raise RuntimeError(f"send timed out at {msg!r}")
-        return {"timeouts": tx.timeouts}
+        return {"timeouts": tx.timeouts, "cpu_s": time.process_time() - c0}
 
 
 def run_receiver(case: Case, endpoints: queue.Queue) -> dict:
@@ -160,7 +172,7 @@ def run_receiver(case: Case, endpoints: queue.Queue) -> dict:
     clock = time.perf_counter
     last_warm = case.warmup - 1
     last = case.warmup + case.n - 1
-    t0 = t1 = 0.0
+    t0 = t1 = c0 = 0.0
     if case.variant == "bare":
         ctx = zmq.Context.instance()
         sock = ctx.socket(zmq.PULL)
@@ -171,12 +183,12 @@ def run_receiver(case: Case, endpoints: queue.Queue) -> dict:
         for i in range(last + 1):
             parts = sock.recv_multipart(copy=copy)
             if i == last_warm:
-                t0 = clock()
-        t1 = clock()
+                t0, c0 = clock(), time.process_time()
+        t1, c1 = clock(), time.process_time()
         sock.close()
         if len(parts) != 2 or len(parts[1]) != case.nbytes:
             raise RuntimeError(f"bare: unexpected last message {[len(p) for p in parts]}")
-        return {"seconds": t1 - t0, "rejected": 0, "missing": 0}
+        return {"seconds": t1 - t0, "cpu_s": c1 - c0, "rejected": 0, "missing": 0}
     with FrameReceiver(endpoint, limits=case.limits) as rx:
         first = rx.recv(timeout_ms=60_000)
         if not isinstance(first, StartMsg):
@@ -186,23 +198,25 @@ def run_receiver(case: Case, endpoints: queue.Queue) -> dict:
             if msg is None:
                 raise RuntimeError(f"receive timed out after {i} frames")
             if i == last_warm:
-                t0 = clock()
-        t1 = clock()
+                t0, c0 = clock(), time.process_time()
+        t1, c1 = clock(), time.process_time()
         if msg.seq != last or msg.data.shape != (case.size, case.size):
             raise RuntimeError(f"unexpected last frame {msg!r}")
         stats = rx.stats()
-    return {"seconds": t1 - t0, "rejected": stats.rejected, "missing": stats.missing}
+    return {"seconds": t1 - t0, "cpu_s": c1 - c0, "rejected": stats.rejected, "missing": stats.missing}
 
 
-def run_session(executor: Executor, endpoints: queue.Queue, case: Case) -> float:
-    """Frames per second of one session's timed window."""
+def run_session(executor: Executor, endpoints: queue.Queue, case: Case) -> tuple[float, float]:
+    """Frames per second of one session's timed window, and the CPU time per frame (µs) of the
+    sender's and the receiver's processes together (with their ZeroMQ I/O threads; meaningful when
+    each end is a process of its own)."""
     sent = executor.submit(run_sender, case, endpoints)
     got = executor.submit(run_receiver, case, endpoints)
     out = got.result()
     info = sent.result()
     if out["rejected"] or out["missing"] or info["timeouts"]:
         raise RuntimeError(f"{case}: lossless path lost or rejected messages: {out} {info}")
-    return case.n / out["seconds"]
+    return case.n / out["seconds"], 1e6 * (out["cpu_s"] + info["cpu_s"]) / case.n
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,7 +229,19 @@ class Row:
     transport: str
     placement: str
     n: dict[str, int]
-    fps: dict[str, float]
+    fps: dict[str, float]  # median over the repeats
+    runs: dict[str, list[float]]  # frames/s of each repeat
+    cpu: dict[str, list[float]]  # CPU µs per frame, both ends, of each repeat
+
+    def ratio(self, variant: str) -> float:
+        """Median over the repeats of (variant time / bare time) within each repeat."""
+        pairs = zip(self.runs["bare"], self.runs[variant], strict=True)
+        return statistics.median(bare / other for bare, other in pairs)
+
+    def cpu_ratio(self, variant: str) -> float:
+        """Median over the repeats of (variant CPU / bare CPU per frame) within each repeat."""
+        pairs = zip(self.cpu["bare"], self.cpu[variant], strict=True)
+        return statistics.median(other / bare for bare, other in pairs)
 
 
 def measure_group(
@@ -229,16 +255,19 @@ def measure_group(
     n: dict[str, int] = {}
     for variant in VARIANTS:
         probe = 300 if size <= 256 else 60
-        rate = run_session(executor, endpoints, case(variant, probe, probe // 4))
+        rate, _ = run_session(executor, endpoints, case(variant, probe, probe // 4))
         n[variant] = min(500_000, max(100, int(rate * seconds)))
     log(f"{size}² {transport} {placement}: N = {n}")
     runs: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    cpu: dict[str, list[float]] = {v: [] for v in VARIANTS}
     for r in range(repeats):
-        for variant in VARIANTS:
-            fps = run_session(executor, endpoints, case(variant, n[variant], 32 + n[variant] // 10))
+        for variant in VARIANTS if r % 2 == 0 else VARIANTS[::-1]:  # no variant always goes first
+            fps, cpu_us = run_session(executor, endpoints, case(variant, n[variant], 32 + n[variant] // 10))
             runs[variant].append(fps)
-            log(f"  repeat {r + 1} {variant:10s} {fps:10,.0f} frames/s")
-    return Row(size, transport, placement, n, {v: statistics.median(x) for v, x in runs.items()})
+            cpu[variant].append(cpu_us)
+            log(f"  repeat {r + 1} {variant:10s} {fps:10,.0f} frames/s {cpu_us:8,.1f} µs CPU/frame")
+    medians = {v: statistics.median(x) for v, x in runs.items()}
+    return Row(size, transport, placement, n, medians, runs, cpu)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,9 +304,8 @@ def cost_split(size: int) -> dict[str, float]:
     packed = [pack(m) for m in msgs]
     frames = [[p[0], zmq.Frame(p[1], copy=False)] for p in packed]
     out = {
-        "pack": per_call_us(lambda i: pack(msgs[i], limits=on), len(msgs)),
-        "pack, no finite check": per_call_us(lambda i: pack(msgs[i], limits=off), len(msgs)),
-        "NaN/Inf screen alone": per_call_us(
+        "pack (sender)": per_call_us(lambda i: pack(msgs[i], limits=on), len(msgs)),
+        "NaN/Inf screen alone (frame from memory)": per_call_us(
             lambda i: check_finite_data("data", pool[i], on), len(pool)
         ),
         "unpack + validation": per_call_us(lambda i: unpack(frames[i], limits=on), len(frames)),
@@ -297,15 +325,16 @@ def cost_split(size: int) -> dict[str, float]:
         tracker[0].observe(many[i])
 
     out["sequence tracking"] = per_call_us(observe, len(many))
-    ctx = zmq.Context.instance()
-    a, b = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
-    a.bind("inproc://bench-transport-poll")
-    b.connect("inproc://bench-transport-poll")
-    a.send(b"x")
-    time.sleep(0.05)
-    out["one poll (ready socket)"] = per_call_us(lambda i: b.poll(0, zmq.POLLIN), 1)
-    a.close(linger=0)
-    b.close(linger=0)
+    many_parts = [[pack(m)[0], frames[i % len(frames)][1]] for i, m in enumerate(many)]
+    intake = [_Intake("bench", on)]
+
+    def accept(i: int) -> None:
+        if i == 0:
+            intake[0] = _Intake("bench", on)
+        if intake[0].accept(many_parts[i]) is None:
+            raise RuntimeError(f"bench: frame {i} rejected")
+
+    out["receiver intake (unpack, screen, seq, counts)"] = per_call_us(accept, len(many_parts))
     return out
 
 
@@ -340,7 +369,8 @@ def report(rows: list[Row], split: dict[int, dict[str, float]], args: argparse.N
         f"{today}, {platform.node()} ({os.cpu_count()} CPU cores, {platform.machine()}, "
         f"load average {load} at the end), {versions()}. float32 frames, HWM {DEFAULT_HWM}, "
         f"median of {args.repeats} interleaved repeats of ~{args.seconds:g} s windows after "
-        "warm-up. MB/s = frame payload, 10⁶ B/s. Ratio = tiltstream time / bare pyzmq time. "
+        "warm-up. MB/s = frame payload, 10⁶ B/s. Ratio = tiltstream time / bare pyzmq time, "
+        "median of the ratios within each repeat. "
         "`no-finite`: `Limits(check_data_finite=False)` at both ends.",
         "",
         "| frame | transport | sender / receiver | N (bare / ts / no-finite) | bare frames/s "
@@ -355,13 +385,32 @@ def report(rows: list[Row], split: dict[int, dict[str, float]], args: argparse.N
         ns = " / ".join(str(row.n[v]) for v in VARIANTS)
         lines.append(
             f"| {row.size}² | {row.transport} | {where} | {ns} | {bare:,.0f} | {bare * mb:,.0f} "
-            f"| {ts:,.0f} | {ts * mb:,.0f} | {bare / ts:.2f}× | {nf:,.0f} | {bare / nf:.2f}× |"
+            f"| {ts:,.0f} | {ts * mb:,.0f} | {row.ratio('tiltstream'):.2f}× | {nf:,.0f} "
+            f"| {row.ratio('no-finite'):.2f}× |"
         )
+    apart = [row for row in rows if row.placement == "processes"]
+    if apart:
+        lines += [
+            "",
+            "CPU time per frame, sender and receiver processes together (with their ZeroMQ I/O "
+            "threads), µs, median of the repeats; ratio = median of tiltstream CPU / bare CPU "
+            "within each repeat (less sensitive to the other jobs on the machine than throughput):",
+            "",
+            "| frame | transport | bare | tiltstream | ratio | no-finite | no-finite ratio |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for row in apart:
+            bare, ts, nf = (statistics.median(row.cpu[v]) for v in VARIANTS)
+            lines.append(
+                f"| {row.size}² | {row.transport} | {bare:,.1f} | {ts:,.1f} | "
+                f"{row.cpu_ratio('tiltstream'):.2f}× | {nf:,.1f} | {row.cpu_ratio('no-finite'):.2f}× |"
+            )
     sizes = sorted(split)
     lines += [
         "",
         "Cost split, µs per frame (single thread, no sockets, median of 5; last rows from the "
-        "table above: bare pyzmq time per frame / tiltstream's extra time per frame):",
+        "table above: bare pyzmq time per frame (median) / tiltstream's extra time per frame "
+        "(that × (ratio − 1))):",
         "",
         "| step | " + " | ".join(f"{s}²" for s in sizes) + " |",
         "|---|" + "---|" * len(sizes),
@@ -379,11 +428,11 @@ def report(rows: list[Row], split: dict[int, dict[str, float]], args: argparse.N
                 cells.append("–")
                 continue
             bare_us = 1e6 / r.fps["bare"]
-            cells.append(f"{bare_us:,.1f} / {1e6 / r.fps['tiltstream'] - bare_us:+,.1f}")
+            cells.append(f"{bare_us:,.1f} / {bare_us * (r.ratio('tiltstream') - 1):+,.1f}")
         lines.append(f"| bare / extra, {' '.join(row_key)} | " + " | ".join(cells) + " |")
     lines += ["", "Goals: tiltstream ≤ 1.25× bare pyzmq time; ≥ 5,000 frames/s at 256².", ""]
     for row in rows:
-        ratio = row.fps["bare"] / row.fps["tiltstream"]
+        ratio = row.ratio("tiltstream")
         text = f"- {row.size}² {row.transport} {row.placement}: {ratio:.2f}× " + (
             "(met)" if ratio <= 1.25 else "(missed)"
         )

@@ -289,7 +289,8 @@ class VolumeMsg(_Base):
     Attributes
     ----------
     stream_id : series id of the frames it was reconstructed from.
-    seq : publication number of this volume stream.
+    seq : number of this volume among the series' volumes, 0, 1, 2, ... (each published type
+        counts its own; gaps mean lost volumes).
     t_s : time the volume represents, seconds since stream start.
     data : (Z, Y, X) volume. Arrays from ``unpack`` are read-only.
     source : producing method, e.g. ``"sirt"`` or ``"dip"``.
@@ -368,6 +369,26 @@ MESSAGE_TYPES: dict[str, dict[int, type[_Base]]] = {
     cls.NAME: {cls.VERSION: cls}
     for cls in (StartMsg, FrameMsg, EndMsg, VolumeMsg, SlicesMsg, MetricsMsg)
 }
+
+_FRAME_DEFAULTS: dict[str, Any] = {
+    f.name: f.default
+    for f in fields(FrameMsg)  # type: ignore[arg-type]
+    if f.default is not MISSING
+}
+
+
+def _frame_from_fields(values: dict[str, Any]) -> FrameMsg:
+    """A :class:`FrameMsg` from values already validated and normalised, without ``__init__``.
+
+    The codec's fast path (``validate_frame_fast`` has produced ``values``: tuples where the class
+    keeps tuples); absent optional fields take their defaults. Equal to ``FrameMsg(**values)``.
+    """
+    msg = object.__new__(FrameMsg)
+    state = msg.__dict__
+    state.update(_FRAME_DEFAULTS)
+    state.update(values)
+    return msg
+
 
 _REQUIRED: dict[str, frozenset[str]] = {
     name: frozenset(

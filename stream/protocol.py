@@ -29,9 +29,14 @@ modify. :func:`pack` validates with the same rules, so whatever it emits is acce
 :func:`unpack` under the same :class:`Limits`. Large arrays are passed zero-copy, so the caller must
 not modify them until ZeroMQ has sent them (``send_multipart(parts, copy=False)``).
 
-Receiver bookkeeping lives in :mod:`tiltstream.stream.tracking` and is re-exported here:
-:class:`SeqTracker` (gaps, duplicates, series changes) and :class:`RejectCounter` (counted,
-rate-limited logging of rejects); :func:`try_unpack` ties :func:`unpack` to a counter.
+Sequence numbers: within a series (``stream_id``) the frames count 0, 1, 2, ... and each published
+type (``volume``, ``slices``, ``metrics``) counts its own 0, 1, 2, ... (:func:`sequence_key`), so
+a gap in one sequence is a lost message of that type and nothing else.
+
+Bookkeeping lives in :mod:`tiltstream.stream.tracking` and is re-exported here: :class:`SeqTracker`
+(gaps, duplicates, series changes), :class:`SeqNumbers` (a producer's counters) and
+:class:`RejectCounter` (counted, rate-limited logging of rejects); :func:`try_unpack` ties
+:func:`unpack` to a counter.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ import numpy as np
 from tiltstream.stream.messages import (
     _ARRAYS,
     _FIELD_KINDS,
+    _REQUIRED,
     ALLOWED_DTYPES,
     DEFAULT_LIMITS,
     DEFAULT_UNITS,
@@ -60,10 +66,23 @@ from tiltstream.stream.messages import (
     StartMsg,
     VolumeMsg,
     _fail,
+    _frame_from_fields,
     _show,
 )
-from tiltstream.stream.tracking import SEQ_REASONS, RejectCounter, SeqResult, SeqStatus, SeqTracker
-from tiltstream.stream.validation import check_finite_data, validate_header
+from tiltstream.stream.tracking import (
+    SEQ_REASONS,
+    RejectCounter,
+    SeqNumbers,
+    SeqResult,
+    SeqStatus,
+    SeqTracker,
+    sequence_key,
+)
+from tiltstream.stream.validation import (
+    check_finite_data,
+    validate_frame_fast,
+    validate_header,
+)
 
 if TYPE_CHECKING:
     import zmq
@@ -87,6 +106,8 @@ __all__ = [
     "unpack",
     "try_unpack",
     "SeqTracker",
+    "SeqNumbers",
+    "sequence_key",
     "SeqResult",
     "SeqStatus",
     "RejectCounter",
@@ -121,7 +142,7 @@ def _as_buffer(part: Any, index: int) -> memoryview:
 
 
 def _decode_header(part: Any, limits: Limits) -> dict[str, Any]:
-    raw = _as_buffer(part, 0)
+    raw = part if type(part) is bytes else _as_buffer(part, 0)
     if len(raw) > limits.max_header_bytes:
         raise _fail("too_large", f"header: {len(raw)} bytes, limit {limits.max_header_bytes}")
     if len(raw) == 0:
@@ -141,10 +162,10 @@ def _decode_header(part: Any, limits: Limits) -> dict[str, Any]:
         )
     except Exception as exc:  # msgpack raises many types (ValueError, StackError, ...)
         raise _fail("garbage", f"header: not valid msgpack ({type(exc).__name__}: {exc})") from None
-    if not isinstance(header, dict):
+    if type(header) is not dict:
         raise _fail("not_a_map", f"header: expected a msgpack map, got {_show(header)}")
     for key in header:
-        if not isinstance(key, str):
+        if type(key) is not str:
             raise _fail("bad_field_type", f"header: expected str keys, got {_show(key)}")
     return header
 
@@ -175,6 +196,10 @@ def unpack(frames: list[Part] | tuple[Part, ...], *, limits: Limits = DEFAULT_LI
     if not frames:
         raise _fail("missing_part", "message: no parts, expected a header")
     header = _decode_header(frames[0], limits)
+    if header.get("type") == "frame/1" and len(frames) == 2:
+        msg = _unpack_frame_fast(header, frames[1], limits)
+        if msg is not None:
+            return msg
     cls, kwargs, specs = validate_header(header, limits)
     expected = 1 + len(specs)
     if len(frames) > expected:
@@ -195,6 +220,26 @@ def unpack(frames: list[Part] | tuple[Part, ...], *, limits: Limits = DEFAULT_LI
         check_finite_data(field_name, array, limits)
         kwargs[field_name] = array
     return cls(**kwargs)
+
+
+def _unpack_frame_fast(header: dict[str, Any], part: Any, limits: Limits) -> FrameMsg | None:
+    """The common ``frame/1`` (see :func:`validate_frame_fast`); None: take the general path.
+
+    Whatever it returns, the general path would return too; whatever it leaves, the general path
+    accepts or rejects with the precise reason.
+    """
+    fast = validate_frame_fast(header, limits)
+    if fast is None:
+        return None
+    fields, shape, dtype = fast
+    buffer = _as_buffer(part, 1)
+    if len(buffer) != shape[0] * shape[1] * dtype.itemsize:
+        return None
+    array = np.ndarray(shape, dtype, buffer)
+    array.flags.writeable = False
+    check_finite_data("data", array, limits)
+    fields["data"] = array
+    return _frame_from_fields(fields)
 
 
 def _wire_array(name: str, value: Any, ndim: int) -> np.ndarray:
@@ -220,6 +265,80 @@ def _msgpack_default(value: Any) -> Any:
     raise TypeError(f"cannot serialise {type(value).__name__}")
 
 
+def _to_wire(value: Any) -> Any:
+    """``value`` as it comes out of a msgpack round trip: tuples as lists, numpy scalars and 1-D
+    arrays as Python values; whatever msgpack cannot encode is left for validation to reject."""
+    kind = type(value)
+    if kind is str or kind is float or kind is int or kind is bool or value is None:
+        return value
+    if isinstance(value, (list, tuple)) and not isinstance(value, msgpack.ExtType):
+        return [_to_wire(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _to_wire(v) for k, v in value.items()}
+    if isinstance(value, (np.generic, np.ndarray)):
+        try:
+            return _to_wire(_msgpack_default(value))
+        except TypeError:
+            return value
+    return value
+
+
+def _encode(header: dict[str, Any], name: str, limits: Limits) -> bytes:
+    try:
+        raw = msgpack.packb(header, use_bin_type=True, default=_msgpack_default)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise _fail("bad_field_type", f"{name}: header not serialisable ({exc})") from None
+    if len(raw) > limits.max_header_bytes:
+        raise _fail("too_large", f"header: {len(raw)} bytes, limit {limits.max_header_bytes}")
+    return raw
+
+
+def _array_part(array: np.ndarray, zero_copy_min_bytes: int) -> bytes | memoryview:
+    """A C-contiguous array as one message part: a byte view when large, else a copy."""
+    if array.nbytes >= zero_copy_min_bytes:
+        return memoryview(array).cast("B")
+    return array.tobytes()
+
+
+#: Allowed array dtypes (either byte order spelling of little-endian) -> their header spelling.
+_WIRE_DTYPES: dict[np.dtype, str] = {dt: dt.str for dt in ALLOWED_DTYPES}
+#: Optional frame/1 header fields, in schema order.
+_FRAME_OPTIONS = tuple(k for k in _FIELD_KINDS["frame"] if k not in _REQUIRED["frame"])
+
+
+def _pack_frame_fast(
+    msg: FrameMsg, limits: Limits, zero_copy_min_bytes: int, check_data: bool
+) -> list[bytes | memoryview] | None:
+    """:func:`pack` of the common frame (C-contiguous array, plain Python field values); None:
+    take the general path. Validates the header before encoding it (:func:`validate_frame_fast`)."""
+    data = msg.data
+    if type(data) is not np.ndarray or data.ndim != 2 or not data.flags.c_contiguous:
+        return None
+    wire_dtype = _WIRE_DTYPES.get(data.dtype)
+    if wire_dtype is None:
+        return None
+    header: dict[str, Any] = {
+        "type": "frame/1",
+        "seq": msg.seq,
+        "stream_id": msg.stream_id,
+        "angle_deg": msg.angle_deg,
+        "t_s": msg.t_s,
+        "exposure_s": msg.exposure_s,
+    }
+    for key in _FRAME_OPTIONS:
+        value = getattr(msg, key)
+        if value is not None:
+            header[key] = value
+    header["shape"] = list(data.shape)
+    header["dtype"] = wire_dtype
+    if validate_frame_fast(header, limits) is None:
+        return None
+    raw = _encode(header, "frame", limits)
+    if check_data:
+        check_finite_data("data", data, limits)
+    return [raw, _array_part(data, zero_copy_min_bytes)]
+
+
 def pack(
     msg: Message,
     *,
@@ -229,9 +348,11 @@ def pack(
 ) -> list[bytes | memoryview]:
     """Encode a message as multipart frames ``[header, *buffers]``.
 
-    The header is validated as :func:`unpack` would. Pixel data is scanned for NaN/Inf only with
-    ``check_data=True``: every receiver checks it anyway (under its ``limits``), and a second full
-    pass over each frame on the sending side would double the cost of large frames.
+    The header is validated as :func:`unpack` would validate it after decoding (in the form a
+    msgpack round trip gives it: tuples as lists, numpy scalars as Python numbers), before it is
+    encoded. Pixel data is scanned for NaN/Inf only with ``check_data=True``: every receiver checks
+    it anyway (under its ``limits``), and a second full pass over each frame on the sending side
+    would double the cost of large frames.
 
     Arrays of at least ``zero_copy_min_bytes`` are passed as a memoryview: when already
     C-contiguous, little-endian and in an allowed dtype it shares their memory (send with
@@ -245,6 +366,10 @@ def pack(
     ProtocolError
         if the message breaks the rules :func:`unpack` enforces under ``limits``.
     """
+    if type(msg) is FrameMsg:
+        parts = _pack_frame_fast(msg, limits, zero_copy_min_bytes, check_data)
+        if parts is not None:
+            return parts
     name = getattr(msg, "NAME", None)
     if name not in _FIELD_KINDS or not isinstance(msg, MESSAGE_TYPES[name][msg.VERSION]):
         raise TypeError(f"pack: expected a tiltstream message, got {type(msg).__name__}")
@@ -252,7 +377,7 @@ def pack(
     for field_name in _FIELD_KINDS[name]:
         value = getattr(msg, field_name)
         if value is not None:
-            header[field_name] = value
+            header[field_name] = _to_wire(value)
     arrays = []
     for field_name, key, ndim, _ in _ARRAYS[name]:
         array = _wire_array(field_name, getattr(msg, field_name), ndim)
@@ -265,19 +390,12 @@ def pack(
                 "bad_dtype", f"{name}: expected one dtype for all arrays, got {sorted(dtypes)}"
             )
         header["dtype"] = dtypes.pop()
-    try:
-        raw = msgpack.packb(header, use_bin_type=True, default=_msgpack_default)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise _fail("bad_field_type", f"{name}: header not serialisable ({exc})") from None
-    validate_header(_decode_header(raw, limits), limits)
-    parts: list[bytes | memoryview] = [raw]
+    validate_header(header, limits)
+    parts: list[bytes | memoryview] = [_encode(header, name, limits)]
     for field_name, array in arrays:
         if check_data:
             check_finite_data(field_name, array, limits)
-        if array.nbytes >= zero_copy_min_bytes:
-            parts.append(memoryview(array.reshape(-1).view(np.uint8)))
-        else:
-            parts.append(array.tobytes())
+        parts.append(_array_part(array, zero_copy_min_bytes))
     return parts
 
 

@@ -17,12 +17,19 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from tiltstream.stream.messages import EndMsg, Message, ProtocolError, StartMsg
 
-__all__ = ["SeqStatus", "SeqResult", "SeqTracker", "RejectCounter", "SEQ_REASONS"]
+__all__ = [
+    "SeqStatus",
+    "SeqResult",
+    "SeqTracker",
+    "SeqNumbers",
+    "sequence_key",
+    "RejectCounter",
+    "SEQ_REASONS",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +52,8 @@ _REJECTED = frozenset({SeqStatus.DUPLICATE, SeqStatus.OUT_OF_ORDER, SeqStatus.ST
 SEQ_REASONS: frozenset[str] = frozenset(status.value for status in _REJECTED)
 
 
-@dataclass(frozen=True)
-class SeqResult:
-    """What :class:`SeqTracker` made of one message.
+class SeqResult(NamedTuple):
+    """What :class:`SeqTracker` made of one message (an immutable record).
 
     Attributes
     ----------
@@ -74,14 +80,18 @@ class SeqTracker:
     A stream_id not seen before starts a new series (the previous one becomes stale); messages
     of stale or ended series are rejected, as are repeated and decreasing seqs. Gaps are reported
     as ranges of missing seqs, counting from 0 for a series first seen mid-way. Use one tracker
-    per sequence (frames; or volumes; ...). Not thread-safe: call it from the receiving loop.
+    per sequence (:func:`sequence_key`: the frames of a series; the volumes; ...). Not
+    thread-safe: call it from the receiving loop.
 
     Parameters
     ----------
     max_old_series : how many earlier stream_ids are remembered as stale.
+    gap_log_level : logging level of the line each gap logs (WARNING; a viewer, whose gaps are
+        expected drops shown in its status, logs them at INFO).
     """
 
-    def __init__(self, *, max_old_series: int = 1024) -> None:
+    def __init__(self, *, max_old_series: int = 1024, gap_log_level: int = logging.WARNING) -> None:
+        self.gap_log_level = gap_log_level
         self._old: deque[str] = deque(maxlen=max_old_series)
         self._old_set: set[str] = set()
         self.current: str | None = None
@@ -108,7 +118,8 @@ class SeqTracker:
         if status in _REJECTED:
             self.n_rejected += 1
         if missing:
-            logger.warning(
+            logger.log(
+                self.gap_log_level,
                 "series %s: %d missing seq in [%d, %d)",
                 stream_id,
                 len(missing),
@@ -129,6 +140,10 @@ class SeqTracker:
 
     def check(self, stream_id: str, seq: int) -> SeqResult:
         """Record a message with ``seq`` (≥ 0) of ``stream_id``."""
+        last = self.last_seq
+        if stream_id == self.current and last is not None and seq == last + 1:
+            self.last_seq = seq  # the common case; the current series is never stale
+            return SeqResult(SeqStatus.OK, stream_id, seq)
         if seq < 0:
             raise ValueError(f"seq: expected >= 0, got {seq}")
         if self._is_stale(stream_id):
@@ -171,6 +186,46 @@ class SeqTracker:
         if isinstance(msg, EndMsg):
             return self.finish(msg.stream_id, msg.n_frames)
         return self.check(msg.stream_id, msg.seq)
+
+
+#: Message types numbered together as one series: frames count 0, 1, 2, ...; start/1 and end/1
+#: (no seq) open and close that count.
+_SERIES_TYPES = frozenset({"start", "frame", "end"})
+
+
+def sequence_key(name: str) -> str:
+    """The numbered sequence that messages of type ``name`` belong to, within their series.
+
+    ``"series"`` for ``start``/``frame``/``end``; for published results their type (``"volume"``,
+    ``"slices"``, ``"metrics"``), whichever method made them. Each sequence counts its own seq
+    from 0 in every series (:class:`SeqNumbers`), and a receiver checks each with its own
+    :class:`SeqTracker`: a volume published only every few updates is no gap.
+    """
+    return "series" if name in _SERIES_TYPES else name
+
+
+class SeqNumbers:
+    """Numbers a producer's outgoing messages 0, 1, 2, ... per :func:`sequence_key` and series.
+
+    Every sequence starts again at 0 when the series (``stream_id``) changes. Thread-safe, so
+    several threads (e.g. streaming SIRT and an online DIP model) can number into one sequence.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stream_id: str | None = None
+        self._next: dict[str, int] = {}
+
+    def next(self, stream_id: str, name: str) -> int:
+        """The seq of the next message of type ``name`` (``"volume"``, ...) of ``stream_id``."""
+        key = sequence_key(name)
+        with self._lock:
+            if stream_id != self._stream_id:
+                self._stream_id = stream_id
+                self._next = {}
+            seq = self._next.get(key, 0)
+            self._next[key] = seq + 1
+        return seq
 
 
 class RejectCounter:

@@ -43,16 +43,22 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import zmq
 
-from tiltstream.stream.messages import DEFAULT_LIMITS, Limits, Message
+from tiltstream.stream.messages import DEFAULT_LIMITS, FrameMsg, Limits, Message
 from tiltstream.stream.protocol import pack, try_unpack
 from tiltstream.stream.sockets import BaseSocket, CurveClientConfig, CurveConfig
-from tiltstream.stream.tracking import RejectCounter, SeqResult, SeqStatus, SeqTracker
+from tiltstream.stream.tracking import (
+    RejectCounter,
+    SeqResult,
+    SeqStatus,
+    SeqTracker,
+    sequence_key,
+)
 
 __all__ = [
     "DEFAULT_HWM",
@@ -76,7 +82,8 @@ DEFAULT_HWM = 32
 DEFAULT_VIEWER_HWM = 2
 #: After a receive deadline, at most this many more rejected messages are read before giving up.
 _MAX_LATE_REJECTS = 256
-_SERIES_TYPES = ("start", "frame", "end")
+#: Longest wait handed to ZeroMQ (its timeouts are C ints), ms.
+_MAX_TIMEOUT_MS = 2**31 - 1
 
 
 def _wait_ms(deadline: float) -> int:
@@ -110,9 +117,10 @@ class ReceiverStats:
 class _Intake:
     """Validation and sequence bookkeeping shared by FrameReceiver and Subscriber."""
 
-    def __init__(self, name: str, limits: Limits) -> None:
+    def __init__(self, name: str, limits: Limits, gap_log_level: int = logging.WARNING) -> None:
         self.name = name
         self.limits = limits
+        self.gap_log_level = gap_log_level
         self.rejects = RejectCounter(name=name)
         self.trackers: dict[str, SeqTracker] = {}
         self.received = 0
@@ -121,23 +129,35 @@ class _Intake:
         self.last_result: SeqResult | None = None
 
     def accept(self, parts: Parts) -> Message | None:
-        msg = try_unpack(list(parts), self.rejects, limits=self.limits)
+        if type(parts) is not list:
+            parts = list(parts)
+        msg = try_unpack(parts, self.rejects, limits=self.limits)
         if msg is None:
             return None
-        key = "series" if msg.NAME in _SERIES_TYPES else msg.NAME
+        key = "series" if type(msg) is FrameMsg else sequence_key(msg.NAME)
         tracker = self.trackers.get(key)
         if tracker is None:
-            tracker = self.trackers[key] = SeqTracker()
+            tracker = self.trackers[key] = SeqTracker(gap_log_level=self.gap_log_level)
         result = tracker.observe(msg)
+        if result.status is not SeqStatus.OK and not self._noted(msg, result):
+            return None
+        self.received += 1
+        self.last_result = result
+        return msg
+
+    def _noted(self, msg: Message, result: SeqResult) -> bool:
+        """Count and log an unusual sequence outcome; False if the message is to be dropped."""
         if not result.accepted:
             at = "" if result.seq is None else f" seq {result.seq}"
             self.rejects.count(
                 result.status.value, f"{msg.type_string} of series {msg.stream_id!r}{at}"
             )
-            return None
+            return False
         if result.status is SeqStatus.NEW_SERIES:
             self.series += 1
-            logger.info("%s: new series %r (first message %s)", self.name, msg.stream_id, msg.type_string)
+            logger.info(
+                "%s: new series %r (first message %s)", self.name, msg.stream_id, msg.type_string
+            )
         elif result.status is SeqStatus.INCONSISTENT:
             logger.warning(
                 "%s: end/1 of series %r announces %d frames, fewer than arrived",
@@ -145,9 +165,7 @@ class _Intake:
             )
         if result.missing:
             self.gaps += 1
-        self.received += 1
-        self.last_result = result
-        return msg
+        return True
 
     def stats(self, skipped: int = 0) -> ReceiverStats:
         snap = self.rejects.snapshot()
@@ -207,6 +225,7 @@ class FrameSender(BaseSocket):
         self.sent = 0
         self.timeouts = 0
         self._last_warning = -math.inf
+        self._sndtimeo: int | None = None  # the socket's SNDTIMEO, ms, as last set
 
     def send(self, msg: Message, *, timeout_ms: int | None = None) -> bool:
         """Send one message; wait up to ``timeout_ms`` (default: the socket's) for queue space.
@@ -220,17 +239,17 @@ class FrameSender(BaseSocket):
     def send_raw(self, parts: Parts, *, timeout_ms: int | None = None, what: Any = None) -> bool:
         """Send already-packed (or deliberately broken) multipart ``parts``; see :meth:`send`."""
         wait = self.timeout_ms if timeout_ms is None else int(timeout_ms)
-        deadline = time.monotonic() + max(0, wait) / 1000
-        while True:
-            if self._socket.poll(_wait_ms(deadline), zmq.POLLOUT):
-                try:
-                    self._socket.send_multipart(parts, flags=zmq.NOBLOCK, copy=not self.zero_copy)
-                    self.sent += 1
-                    return True
-                except zmq.Again:
-                    pass
-            if time.monotonic() >= deadline:
-                break
+        wait = min(_MAX_TIMEOUT_MS, max(0, wait))
+        if wait != self._sndtimeo:  # ZeroMQ waits for queue space itself: no poll loop
+            self._socket.setsockopt(zmq.SNDTIMEO, wait)
+            self._sndtimeo = wait
+        try:
+            self._socket.send_multipart(parts, copy=not self.zero_copy)
+        except zmq.Again:
+            pass
+        else:
+            self.sent += 1
+            return True
         self.timeouts += 1
         now = time.monotonic()
         if now - self._last_warning >= 10.0:
@@ -385,6 +404,7 @@ class FrameReceiver(BaseSocket):
         options = {zmq.RCVHWM: int(rcvhwm), zmq.MAXMSGSIZE: int(max_part_bytes)}
         super().__init__(zmq.PULL, endpoint, bind=bind, context=context, curve=curve, options=options)
         self._intake = _Intake(name or f"receiver {self.endpoint}", limits)
+        self._rcvtimeo: int | None = None  # the socket's RCVTIMEO, ms, as last set
 
     @property
     def rejects(self) -> RejectCounter:
@@ -407,22 +427,27 @@ class FrameReceiver(BaseSocket):
         more after it, so a flood of garbage cannot keep the caller here).
         """
         deadline = time.monotonic() + max(0, timeout_ms) / 1000
+        wait = min(_MAX_TIMEOUT_MS, max(0, math.ceil(timeout_ms)))
+        socket, accept = self._socket, self._intake.accept
         late = 0
         while True:
+            if wait != self._rcvtimeo:  # ZeroMQ waits for a message itself: no poll loop
+                socket.setsockopt(zmq.RCVTIMEO, wait)
+                self._rcvtimeo = wait
+            try:  # the header as bytes (small), the buffers as zero-copy frames
+                parts = [socket.recv()]
+            except zmq.Again:
+                return None
+            while socket.getsockopt(zmq.RCVMORE):
+                parts.append(socket.recv(copy=False))
+            msg = accept(parts)
+            if msg is not None:
+                return msg
             wait = _wait_ms(deadline)
             if wait == 0:
                 late += 1
                 if late > _MAX_LATE_REJECTS:
                     return None
-            if not self._socket.poll(wait, zmq.POLLIN):
-                return None
-            try:
-                parts = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                continue
-            msg = self._intake.accept(parts)
-            if msg is not None:
-                return msg
 
 
 # ---------------------------------------------------------------------------------------------
@@ -503,7 +528,8 @@ class Subscriber(BaseSocket):
     ) -> None:
         options = {zmq.RCVHWM: int(rcvhwm), zmq.SUBSCRIBE: b""}
         super().__init__(zmq.SUB, endpoint, bind=bind, context=context, curve=curve, options=options)
-        self._intake = _Intake(name or f"subscriber {self.endpoint}", limits)
+        # a viewer's gaps are drops it expects and counts (stats, status line): logged at INFO
+        self._intake = _Intake(name or f"subscriber {self.endpoint}", limits, logging.INFO)
         self.max_drain = int(max_drain)
         self.skipped = 0
 
@@ -528,15 +554,28 @@ class Subscriber(BaseSocket):
         self.skipped += n - len(by_type)
         return by_type
 
-    def _drain(self, timeout_ms: int) -> tuple[dict[str, Message], Message | None, int]:
+    def recv_all(self, timeout_ms: int = 100, max_messages: int = 256) -> list[Message]:
+        """Wait up to ``timeout_ms`` for a message, then return every queued one, oldest first.
+
+        Nothing is skipped (unlike :meth:`recv_latest`): for viewers that need each message of a
+        burst, e.g. every volume of a 4-D estimate. Messages are validated and sequence-checked
+        like the others; at most ``max_messages`` are read per call (the rest stay queued), so a
+        flood cannot keep the caller here.
+        """
+        if max_messages < 1:
+            raise ValueError(f"max_messages: expected at least 1, got {max_messages}")
+        return list(self._received(timeout_ms, max_messages))
+
+    def _received(self, timeout_ms: int, max_reads: int) -> Iterator[Message]:
+        """Wait up to ``timeout_ms`` for the first accepted message, then yield it and every one
+        already queued behind it; at most ``max_reads`` messages (rejected ones included) are read."""
         deadline = time.monotonic() + max(0, timeout_ms) / 1000
-        by_type: dict[str, Message] = {}
-        newest: Message | None = None
-        n = reads = 0
-        while reads < self.max_drain:
-            wait = 0 if newest is not None else _wait_ms(deadline)
+        got = False
+        reads = 0
+        while reads < max_reads:
+            wait = 0 if got else _wait_ms(deadline)
             if not self._socket.poll(wait, zmq.POLLIN):
-                if newest is not None or wait == 0:
+                if got or wait == 0:
                     break
                 continue
             try:
@@ -546,7 +585,15 @@ class Subscriber(BaseSocket):
             reads += 1
             msg = self._intake.accept(parts)
             if msg is not None:
-                by_type[msg.NAME] = newest = msg
-                n += 1
+                got = True
+                yield msg
+
+    def _drain(self, timeout_ms: int) -> tuple[dict[str, Message], Message | None, int]:
+        by_type: dict[str, Message] = {}
+        newest: Message | None = None
+        n = 0
+        for msg in self._received(timeout_ms, self.max_drain):
+            by_type[msg.NAME] = newest = msg
+            n += 1
         return by_type, newest, n
 

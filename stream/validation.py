@@ -2,8 +2,10 @@
 
 :func:`validate_header` checks a decoded header map against the schema tables of
 :mod:`tiltstream.stream.messages` and raises :class:`~tiltstream.stream.messages.ProtocolError`
-with a reason code for anything wrong; :func:`check_finite_data` screens float array data. The
-codec (:mod:`tiltstream.stream.protocol`) calls both; import messages and the codec from there.
+with a reason code for anything wrong; :func:`validate_frame_fast` accepts the common ``frame/1``
+header at a fraction of the cost (and defers everything else to :func:`validate_header`);
+:func:`check_finite_data` screens float array data. The codec (:mod:`tiltstream.stream.protocol`)
+calls them; import messages and the codec from there.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from tiltstream.stream.messages import (
     _show,
 )
 
-__all__ = ["validate_header", "check_finite_data", "ArraySpec"]
+__all__ = ["validate_header", "validate_frame_fast", "check_finite_data", "ArraySpec"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,6 +277,104 @@ def validate_header(
     return cls, kwargs, specs
 
 
+_MAX_COUNT = 2**63
+_INF = math.inf
+# type, seq, stream_id, angle_deg, t_s, exposure_s, shape, dtype: a frame/1 header without options
+_FRAME_BASE_KEYS = 8
+
+
+def validate_frame_fast(
+    header: dict[str, Any], limits: Limits
+) -> tuple[dict[str, Any], tuple[int, int], np.dtype] | None:
+    """The common case of a ``frame/1`` header, checked cheaply; None: ask :func:`validate_header`.
+
+    One dict lookup and exact-type tests per field, no per-field function calls. Accepts only
+    headers that :func:`validate_header` accepts, with the same normalised values: the message
+    fields present (absent optional fields are left out), the frame shape and the dtype. Anything
+    unusual (a field missing, nil or of another type, an int where a float is expected, a value out
+    of range, ``limits.strict``) gives None, and the caller runs :func:`validate_header`, which
+    accepts it or raises the :class:`ProtocolError` that names the fault. The caller has checked
+    that ``header["type"] == "frame/1"`` and that every key is a str.
+    """
+    if limits.strict:
+        return None
+    get = header.get
+    seq = get("seq")
+    stream_id = get("stream_id")
+    angle = get("angle_deg")
+    t_s = get("t_s")
+    exposure = get("exposure_s")
+    shape = get("shape")
+    dtype_str = get("dtype")
+    # x - x is 0.0 for finite floats and NaN for NaN and ±Inf
+    if type(seq) is not int or not 0 <= seq < _MAX_COUNT:
+        return None
+    if type(stream_id) is not str or not 0 < len(stream_id) <= limits.max_str_chars:
+        return None
+    if type(angle) is not float or angle - angle != 0.0:
+        return None
+    if type(t_s) is not float or t_s - t_s != 0.0:
+        return None
+    if type(exposure) is not float or not 0.0 <= exposure < _INF:
+        return None
+    if type(shape) is not list and type(shape) is not tuple or len(shape) != 2:
+        return None
+    rows, cols = shape
+    if type(rows) is not int or type(cols) is not int or rows <= 0 or cols <= 0:
+        return None
+    if rows * cols > limits.max_frame_elements:
+        return None
+    dtype = _DTYPE_SPELLINGS.get(dtype_str) if type(dtype_str) is str else None
+    if dtype is None:
+        return None
+    fields = {"seq": seq, "stream_id": stream_id, "angle_deg": angle, "t_s": t_s,
+              "exposure_s": exposure}
+    if len(header) > _FRAME_BASE_KEYS and not _frame_options_fast(get, fields):
+        return None
+    return fields, (rows, cols), dtype
+
+
+def _frame_options_fast(get: Callable[[str], Any], fields: dict[str, Any]) -> bool:
+    """Add the optional frame/1 fields present to ``fields``; False if one needs the full check."""
+    value = get("dose_e_per_A2")
+    if value is not None:
+        if type(value) is not float or not 0.0 <= value < _INF:
+            return False
+        fields["dose_e_per_A2"] = value
+    value = get("temperature_C")
+    if value is not None:
+        if type(value) is not float or not -273.15 <= value < _INF:
+            return False
+        fields["temperature_C"] = value
+    value = get("pixel_nm")
+    if value is not None:
+        if type(value) is not float or not 0.0 < value < _INF:
+            return False
+        fields["pixel_nm"] = value
+    value = get("tilt_range_deg")
+    if value is not None:
+        if type(value) is not list and type(value) is not tuple or len(value) != 2:
+            return False
+        lo, hi = value
+        if type(lo) is not float or type(hi) is not float or not -_INF < lo < hi < _INF:
+            return False
+        fields["tilt_range_deg"] = (lo, hi)
+    value = get("stage_xyz")
+    if value is not None:
+        if type(value) is not list and type(value) is not tuple or len(value) != 3:
+            return False
+        for v in value:
+            if type(v) is not float or v - v != 0.0:
+                return False
+        fields["stage_xyz"] = tuple(value)
+    value = get("focus_index")
+    if value is not None:
+        if type(value) is not int or not 0 <= value < _MAX_COUNT:
+            return False
+        fields["focus_index"] = value
+    return True
+
+
 def _check_slices(
     index: tuple[int, ...], xy: tuple[int, ...], xz: tuple[int, ...], yz: tuple[int, ...]
 ) -> None:
@@ -290,15 +390,23 @@ def _check_slices(
         raise _fail("bad_value", f"index: expected (z, y, x) inside {volume}, got {index}")
 
 
+@np.errstate(all="ignore")  # an overflow of the screen only sends it to the exact test
+def _square_sum(flat: np.ndarray) -> float:
+    return float(np.dot(flat, flat))
+
+
 def check_finite_data(name: str, array: np.ndarray, limits: Limits) -> None:
     """Raise ``non_finite`` if a float array holds NaN/Inf (when ``limits.check_data_finite``).
 
-    A sum in the array's own dtype screens it in one pass without a temporary; only when the sum
-    is not finite (NaN/Inf present, or an overflow of large finite values) is each element tested.
+    Screens the data in one BLAS pass without a temporary: the sum of squares (``dot(a, a)`` on a
+    flat view) is NaN or Inf whenever any element is. Only when it is not finite (NaN/Inf present,
+    or an overflow of large finite values) is each element tested.
     """
     if not limits.check_data_finite or array.dtype.kind != "f":
         return
-    with np.errstate(all="ignore"):
-        total = float(array.sum())
-    if not math.isfinite(total) and not bool(np.isfinite(array).all()):
+    if array.flags.c_contiguous:
+        screen = _square_sum(array.reshape(-1))
+    else:
+        screen = math.inf
+    if not math.isfinite(screen) and not bool(np.isfinite(array).all()):
         raise _fail("non_finite", f"{name}: array data contains NaN or Inf")

@@ -6,6 +6,8 @@ import collections
 import dataclasses
 import logging
 import math
+import threading
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -26,15 +28,18 @@ from tiltstream.stream.protocol import (
     MetricsMsg,
     ProtocolError,
     RejectCounter,
+    SeqNumbers,
     SeqStatus,
     SeqTracker,
     SlicesMsg,
     StartMsg,
     VolumeMsg,
     pack,
+    sequence_key,
     try_unpack,
     unpack,
 )
+from tiltstream.stream.validation import validate_frame_fast, validate_header
 
 N_HOSTILE = 1500
 STREAM = "3f2a9c1e0b7d4e5f8a6b1c2d3e4f5a6b"
@@ -867,6 +872,112 @@ def test_non_finite_data_check_can_be_turned_off() -> None:
 
 
 # ------------------------------------------------------------------------------------------------
+# Fast paths (frame/1) agree with the general rules.
+
+ODD_VALUES: list[Any] = [
+    None, 0, 1, -1, 2**63, -(2**63), True, False, 0.0, -0.0, -1.0, 1.5, -273.15, -300.0, 1e308,
+    math.nan, math.inf, -math.inf, "", "x", "x" * 300, "<f4", "uint16", ">f4", [], [1.0],
+    [1.0, 2.0], [2.0, 1.0], [1.0, math.nan], [1, 2], [1.0, 2.0, 3.0], [1.0, math.inf, 3.0],
+    [13, 17], [13, 0], [13.0, 17], [8192, 8193], {"a": 1.0}, b"\x00",
+]
+
+
+def frame_headers(rng: np.random.Generator, n: int) -> list[dict[str, Any]]:
+    """Valid frame/1 headers with 0-3 fields replaced by odd values or removed (msgpack types)."""
+    base = msgpack.unpackb(pack(make_frame(rng, dtype=np.float32))[0])
+    keys = sorted(base.keys() - {"type"}) + ["unknown_key"]
+    headers = []
+    for _ in range(n):
+        header = dict(base)
+        for key in rng.choice(keys, size=int(rng.integers(0, 4)), replace=False):
+            if rng.random() < 0.2:
+                header.pop(key, None)
+            else:
+                header[key] = ODD_VALUES[int(rng.integers(len(ODD_VALUES)))]
+        headers.append(header)
+    return headers
+
+
+def test_frame_fast_path_accepts_only_what_full_validation_accepts(
+    rng: np.random.Generator,
+) -> None:
+    fast_taken = fallbacks = 0
+    for header in frame_headers(rng, 3000):
+        fast = validate_frame_fast(header, DEFAULT_LIMITS)
+        if fast is None:
+            fallbacks += 1
+            continue
+        fast_taken += 1
+        fields, shape, dtype = fast
+        cls, kwargs, specs = validate_header(header, DEFAULT_LIMITS)  # must not raise
+        assert cls is FrameMsg and kwargs == fields, header
+        assert [type(v) for v in kwargs.values()] == [type(v) for v in fields.values()]
+        assert specs == [("data", shape, dtype)], header
+    assert fast_taken >= 300 and fallbacks >= 300  # both branches exercised
+    strict = Limits(strict=True)
+    assert all(validate_frame_fast(h, strict) is None for h in frame_headers(rng, 10))
+
+
+def test_unpack_fast_and_general_paths_give_equal_messages(rng: np.random.Generator) -> None:
+    msg = make_frame(rng, dtype=np.float32)
+    header = msgpack.unpackb(pack(msg)[0])
+    parts = pack(msg)
+    assert validate_frame_fast(header, DEFAULT_LIMITS) is not None  # takes the fast path
+    via_ints = dict(header, angle_deg=-37, t_s=12)  # ints where floats go: the general path
+    assert validate_frame_fast(via_ints, DEFAULT_LIMITS) is None
+    slow = unpack([msgpack.packb(via_ints), parts[1]])
+    fast = unpack(parts)
+    assert fast == msg and slow == dataclasses.replace(msg, angle_deg=-37.0, t_s=12.0)
+    assert type(slow.angle_deg) is float and type(fast.tilt_range_deg) is tuple
+    assert not fast.data.flags.writeable
+
+
+def test_frame_from_fields_equals_the_constructor(rng: np.random.Generator) -> None:
+    for full in (False, True):
+        msg = make_frame(rng, full=full)
+        values = {f.name: getattr(msg, f.name) for f in dataclasses.fields(msg)}
+        required = {k: v for k, v in values.items() if v is not None}
+        built = schema._frame_from_fields(required)
+        assert built == msg and repr(built) == repr(msg)
+        assert all(hasattr(built, f.name) for f in dataclasses.fields(FrameMsg))
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            built.seq = 8  # type: ignore[misc]
+
+
+def test_pack_fast_and_general_paths_encode_the_same_header(rng: np.random.Generator) -> None:
+    msg = make_frame(rng, dtype=np.float32)
+    numpy_typed = dataclasses.replace(  # not plain Python values: pack takes the general path
+        msg, seq=np.int64(7), angle_deg=np.float32(-37.5), tilt_range_deg=np.array([-70.0, 70.0])
+    )
+    assert pack(numpy_typed)[0] == pack(msg)[0]
+    assert unpack(pack(numpy_typed)) == msg
+    strided = dataclasses.replace(msg, data=np.asfortranarray(msg.data))
+    assert pack(strided)[0] == pack(msg)[0] and unpack(pack(strided)) == msg
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(3, 5), (256, 256), (7, 10_007)])
+def test_finite_screen_finds_every_nan_and_inf(
+    dtype: Any, shape: tuple[int, int], rng: np.random.Generator
+) -> None:
+    data = random_array(rng, shape, dtype)
+    header = pack(_frame(data=data))[0]
+    n = data.size
+    for position in (0, n - 1, n // 2, int(rng.integers(n))):
+        for bad in (np.nan, np.inf, -np.inf):
+            broken = data.copy().reshape(-1)
+            broken[position] = bad
+            with pytest.raises(ProtocolError) as info:
+                unpack([header, broken.tobytes()])
+            assert info.value.reason == "non_finite"
+    big = np.full(shape, np.finfo(dtype).max / 2, dtype)  # the screen overflows; data is finite
+    big[0, 0] = -big[0, 0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.array_equal(unpack([header, big.tobytes()]).data, big)
+
+
+# ------------------------------------------------------------------------------------------------
 # Sequence tracking.
 
 
@@ -958,6 +1069,32 @@ def test_stale_memory_is_bounded() -> None:
 
 # ------------------------------------------------------------------------------------------------
 # Reject counting.
+
+
+def test_seq_numbers_count_each_type_from_zero_in_each_series() -> None:
+    numbers = SeqNumbers()
+    got = [(name, numbers.next("a", name)) for name in ["slices", "metrics", "volume", "slices", "metrics",
+                                                           "slices", "volume", "frame", "frame"]]
+    assert got == [("slices", 0), ("metrics", 0), ("volume", 0), ("slices", 1), ("metrics", 1),
+                   ("slices", 2), ("volume", 1), ("frame", 0), ("frame", 1)]
+    assert numbers.next("b", "volume") == 0 and numbers.next("b", "slices") == 0  # a new series
+    assert sequence_key("start") == sequence_key("frame") == sequence_key("end") == "series"
+    assert sequence_key("volume") == "volume" != sequence_key("slices")
+
+
+def test_seq_numbers_are_thread_safe() -> None:
+    numbers = SeqNumbers()
+    out: list[int] = []
+
+    def work() -> None:
+        out.extend(numbers.next("a", "volume") for _ in range(2000))
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(out) == list(range(8000))
 
 
 def test_reject_counter_rate_limits_logging(caplog: pytest.LogCaptureFixture) -> None:

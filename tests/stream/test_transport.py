@@ -226,6 +226,76 @@ def test_gaps_and_new_series_are_counted(endpoint: str, caplog: pytest.LogCaptur
     assert any("new series 'c'" in r.getMessage() for r in caplog.records)
 
 
+def test_each_published_type_is_its_own_sequence(endpoint: str, rng: np.random.Generator) -> None:
+    f32 = np.float32
+
+    def volume(seq: int) -> VolumeMsg:
+        return VolumeMsg(stream_id="s1", seq=seq, t_s=0.1 * seq, data=rng.random((3, 4, 5), dtype=f32),
+                         source="sirt", n_frames_used=1)
+
+    def slices(seq: int) -> SlicesMsg:
+        return SlicesMsg(stream_id="s1", seq=seq, t_s=0.1 * seq, xy=rng.random((4, 5), dtype=f32),
+                         xz=rng.random((3, 5), dtype=f32), yz=rng.random((3, 4), dtype=f32), index=(1, 2, 3),
+                         source="sirt")
+
+    def metrics(seq: int) -> MetricsMsg:
+        return MetricsMsg(stream_id="s1", seq=seq, t_s=0.1 * seq, values={"loss": 1.0 / (seq + 1)})
+
+    # slices and metrics after every update, a volume after every third: no gap in any sequence
+    sent = [m for k in range(9) for m in (slices(k), metrics(k), *([volume(k // 3)] if k % 3 == 0 else []))]
+    sent += [volume(4), slices(10), metrics(9)]  # then one volume, one slices message lost
+    with FrameSender(endpoint, sndhwm=len(sent)) as tx, FrameReceiver(tx.endpoint) as rx:
+        for msg in sent:
+            assert tx.send(msg)
+        got = recv_all(rx, len(sent))
+        stats = rx.stats()
+    assert got == sent
+    assert stats.rejected == 0 and stats.missing == 2 and stats.gaps == 2
+
+
+def test_gaps_log_warnings_on_the_lossless_path_and_info_on_the_viewer_path(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="tiltstream.stream.tracking")
+    with FrameSender(f"inproc://gap-log-{next(_names)}") as tx, FrameReceiver(tx.endpoint) as rx:
+        for i in (0, 3):
+            assert tx.send(frame(i))
+        assert len(recv_all(rx, 2)) == 2
+    lossless = [r for r in caplog.records if "series s1: 2 missing seq" in r.getMessage()]
+    assert [r.levelno for r in lossless] == [logging.WARNING] and rx.stats().missing == 2
+    caplog.clear()
+    with Publisher(f"inproc://gap-log-{next(_names)}", sndhwm=100) as pub, \
+            Subscriber(pub.endpoint, rcvhwm=100) as sub:
+        wait_subscribed(pub, sub)
+        for i in (0, 3):
+            assert pub.send(frame(i))
+        while sub.stats().received < 3:
+            sub.recv_latest(timeout_ms=100)
+    viewer = [r for r in caplog.records if "series s1: 2 missing seq" in r.getMessage()]
+    assert [r.levelno for r in viewer] == [logging.INFO]
+
+
+def test_receive_and_send_timeouts_follow_each_call(endpoint: str) -> None:
+    with FrameSender(endpoint, sndhwm=1, timeout_ms=2000) as tx, FrameReceiver(tx.endpoint, rcvhwm=1) as rx:
+        assert tx.send(frame(0))
+        assert rx.recv(timeout_ms=0) is not None or rx.recv(timeout_ms=2000) is not None
+        t = time.monotonic()
+        assert rx.recv(timeout_ms=0) is None  # nothing queued: returns at once
+        assert time.monotonic() - t < 0.05
+        t = time.monotonic()
+        assert rx.recv(timeout_ms=150) is None  # the next call waits its own time
+        assert 0.14 <= time.monotonic() - t < 1.0
+        sent = 1
+        while tx.send(frame(sent), timeout_ms=50):  # fill both queues until a send times out
+            sent += 1
+            assert sent < 1000
+        t = time.monotonic()
+        assert not tx.send(frame(sent), timeout_ms=0)  # full: gives up at once
+        assert time.monotonic() - t < 0.05 and tx.timeouts == 2
+        assert [m.seq for m in recv_all(rx, sent - 1)] == list(range(1, sent))
+        assert tx.send(frame(sent))  # default timeout again: room now
+
+
 # ------------------------------------------------------------------------------------------------
 # Fan-out and backpressure.
 
