@@ -19,6 +19,7 @@ import numpy as np
 
 from tiltstream.recon.streaming import FrameRejected, StreamingParams, StreamingSirt
 from tiltstream.stream.protocol import EndMsg, FrameMsg, MetricsMsg, SlicesMsg, StartMsg, VolumeMsg
+from tiltstream.stream.tracking import SeqNumbers
 
 __all__ = ["EngineConfig", "ReconEngine", "downsample"]
 
@@ -38,6 +39,9 @@ class EngineConfig:
         leave torch's setting.
     idle_refine_steps : while no frames arrive, keep refining the estimate for up to this many
         updates after the last frame (frames arriving in a burst still converge).
+    align : correct each frame's drift before it is folded in (:mod:`tiltstream.recon.align.live`);
+        the shift removed from the latest frame is published as ``align_dy_px``/``align_du_px``.
+    align_params : live-alignment settings (None: defaults).
     """
 
     streaming: StreamingParams = field(default_factory=StreamingParams)
@@ -48,6 +52,8 @@ class EngineConfig:
     volume_max_edge: int = 128
     idle_refine_steps: int = 40
     cpu_threads: int | None = 1
+    align: bool = False
+    align_params: object | None = None  # a tiltstream.recon.align.LiveAlignParams
 
 
 def downsample(vol: np.ndarray, max_edge: int) -> np.ndarray:
@@ -72,12 +78,14 @@ class ReconEngine:
         self.rejected: Counter[str] = Counter()
         self.latencies_s: list[float] = []
         self._pending: list[tuple[FrameMsg, float]] = []
-        self._out_seq = 0
+        self._seqs = SeqNumbers()  # one 0, 1, 2, ... per published type and series
         self._last_volume_t = -math.inf
         self._last_t_s = float("nan")
         self._last_seq = -1
         self._refine_left = 0
         self.ended = False
+        self.aligner = None  # a LiveAligner per series when config.align
+        self._last_shift = None
 
     # -- intake -------------------------------------------------------------------------------
     def handle(self, msg: object, received_at: float | None = None) -> None:
@@ -101,6 +109,11 @@ class ReconEngine:
         self.estimator = StreamingSirt((cfg.vol_z or nu, ny, nu), cfg.streaming, det_cols=nu,
                                        axis_offset_px=cfg.axis_offset_px, device=cfg.device)
         self._pending.clear()
+        if cfg.align:
+            from tiltstream.recon.align.live import LiveAligner  # noqa: PLC0415 (only when asked for)
+
+            self.aligner = LiveAligner(frame_shape, cfg.align_params)
+            self._last_shift = None
         self._last_volume_t = -math.inf
         self.latencies_s.clear()
         self.ended = False
@@ -143,7 +156,8 @@ class ReconEngine:
             self._last_seq = int(superseded[-1][0].seq)
         for msg, t_recv in self._pending:
             try:
-                est.add_frame(msg.data, float(msg.angle_deg), float(msg.t_s), seq=int(msg.seq))
+                data = self._aligned(msg) if self.aligner is not None else msg.data
+                est.add_frame(data, float(msg.angle_deg), float(msg.t_s), seq=int(msg.seq))
             except FrameRejected as exc:
                 self.rejected[str(exc).split(":")[0]] += 1
                 log.warning("frame seq %d rejected: %s", msg.seq, exc)
@@ -159,22 +173,41 @@ class ReconEngine:
         self.latencies_s.extend(done - t for t in arrived)
         return self._outputs(residual, done - t0, force_volume)
 
+    def _aligned(self, msg: FrameMsg) -> np.ndarray:
+        """The frame with its drift removed (frames the estimator will reject pass through as they are)."""
+        data = np.asarray(msg.data)
+        if data.shape != self.aligner.frame_shape or not np.isfinite(data).all():
+            return data
+        est = self.estimator
+        reproj = None
+        if est.window_size >= self.aligner.params.min_frames_for_reprojection:
+            import torch  # noqa: PLC0415
+
+            from tiltstream.recon.projector import project_slices  # noqa: PLC0415
+
+            vol = torch.as_tensor(est.volume()).permute(1, 0, 2).contiguous()  # (Y, Z, X) slices
+            rows = project_slices(vol, np.full(vol.shape[0], float(msg.angle_deg)), n_det=data.shape[1],
+                                  axis_offset_px=self.config.axis_offset_px)
+            reproj = rows.numpy()
+        corrected, self._last_shift = self.aligner.correct(data, float(msg.angle_deg), reprojection=reproj,
+                                                           seq=int(msg.seq))
+        return corrected
+
     def next_seq(self, name: str) -> int:
-        """The next output sequence number for a message of type ``name`` (``"volume"``, ...), for
-        outputs made beside the engine's own (the online DIP's), so subscribers see one ordered stream."""
-        self._out_seq += 1
-        return self._out_seq
+        """The next seq of a message of type ``name`` (``"volume"``, ...) in the current series, also for
+        outputs made beside the engine's own (the online DIP's): each type is one ordered stream from 0,
+        so a subscriber's gap count means lost messages."""
+        return self._seqs.next(self.stream_id, name)
 
     def _outputs(self, residual: float, update_s: float, force_volume: bool) -> list[object]:
         est = self.estimator
         vol = est.volume()
-        self._out_seq += 1
-        common = dict(stream_id=self.stream_id, seq=self._out_seq, t_s=self._last_t_s if math.isfinite(
-            self._last_t_s) else 0.0)
+        common = dict(stream_id=self.stream_id, t_s=self._last_t_s if math.isfinite(self._last_t_s) else 0.0)
         nz, ny, nx = vol.shape
         index = (nz // 2, ny // 2, nx // 2)
         out: list[object] = [
-            SlicesMsg(**common, xy=vol[index[0]], xz=np.ascontiguousarray(vol[:, index[1], :]),
+            SlicesMsg(**common, seq=self.next_seq("slices"), xy=vol[index[0]],
+                      xz=np.ascontiguousarray(vol[:, index[1], :]),
                       yz=np.ascontiguousarray(vol[:, :, index[2]]), index=index, source="sirt",
                       voxel_nm=self.voxel_nm)
         ]
@@ -183,7 +216,8 @@ class ReconEngine:
             self._last_volume_t = now
             small = downsample(vol, self.config.volume_max_edge)
             voxel = None if self.voxel_nm is None else self.voxel_nm * vol.shape[0] / small.shape[0]
-            out.append(VolumeMsg(**common, data=small, source="sirt", n_frames_used=est.window_size, voxel_nm=voxel))
+            out.append(VolumeMsg(**common, seq=self.next_seq("volume"), data=small, source="sirt",
+                                 n_frames_used=est.window_size, voxel_nm=voxel))
         lat = self.latencies_s[-1] if self.latencies_s else float("nan")
         values = {
             "sirt_residual": float(residual),
@@ -194,5 +228,9 @@ class ReconEngine:
             "frames_rejected": float(sum(self.rejected.values())),
             "last_frame_seq": float(self._last_seq),
         }
-        out.append(MetricsMsg(**common, values={k: v for k, v in values.items() if math.isfinite(v)}))
+        if self._last_shift is not None:
+            values.update(align_dy_px=self._last_shift.dy, align_du_px=self._last_shift.du,
+                          align_quality=self._last_shift.quality)
+        out.append(MetricsMsg(**common, seq=self.next_seq("metrics"),
+                              values={k: v for k, v in values.items() if math.isfinite(v)}))
         return out

@@ -47,6 +47,7 @@ class ServiceStats:
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
     frames_rejected_by_engine: int = 0
     dip_estimates: int = 0
+    align_shifts_px: list[tuple[float, float]] = field(default_factory=list)  # (dy, du) per update, --align
 
     def summary(self) -> dict[str, float | int]:
         def pct(v: list[float], q: float) -> float:
@@ -63,6 +64,7 @@ class ServiceStats:
             "update_ms_p50": 1e3 * pct(self.update_s, 50),
             "latency_ms_p50": 1e3 * pct(self.latencies_s, 50),
             "latency_ms_p99": 1e3 * pct(self.latencies_s, 99),
+            **({"align_shift_px_max": float(np.max(np.abs(self.align_shifts_px)))} if self.align_shifts_px else {}),
         }
 
 
@@ -179,6 +181,8 @@ class ReconService:
             metrics = outputs[-1].values
             if "update_s" in metrics:
                 self.stats.update_s.append(metrics["update_s"])
+            if "align_du_px" in metrics and self.engine.latencies_s[n_before:]:  # a frame was aligned
+                self.stats.align_shifts_px.append((metrics["align_dy_px"], metrics["align_du_px"]))
             self.stats.latencies_s.extend(self.engine.latencies_s[n_before:])
         self._publish(outputs)
         if self.publisher is not None:

@@ -8,6 +8,7 @@ in nm, dose in e⁻/Å². Depends only on numpy, scipy and torch.
 
 from .forward import project
 from .noise import drift_shifts, poisson_noise
+from .misalign import rotate_tilt_axis
 from .phantom_base import ATOMIC_NUMBERS, FrozenPhantom, Phantom, z_weight
 from .phantoms import PHANTOMS, CoreShell, NanoRod, NanoStar, Sintering, make_phantom
 from .schemes import (
@@ -39,6 +40,7 @@ __all__ = [
     "make_phantom",
     "poisson_noise",
     "project",
+    "rotate_tilt_axis",
     "simulate_series",
     "tilt_scheme",
     "z_weight",

@@ -17,3 +17,13 @@ def rng() -> np.random.Generator:
 @pytest.fixture(params=_DEVICES)
 def device(request) -> str:
     return request.param
+
+
+@pytest.fixture
+def one_torch_thread():
+    """torch on one CPU thread for the test (alignment runs many small FFTs and solves: on 2 shared
+    cores a thread pool only spins), restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -114,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "queries the best model at --times")
     g.add_argument("--time-limit", type=float, default=None, metavar="S", help="stop fitting after S seconds")
     g.add_argument("--seed", type=int, default=0, help="random seed of the fit (default 0)")
+    s.add_argument("--align", action="store_true",
+                   help="align the series first (drift, tilt-axis direction and offset; see 'tiltstream align')")
+    from tiltstream import cmd_align  # noqa: PLC0415 (light at import)
+
+    cmd_align.add_align_options(s)
     s.set_defaults(func=cmd_reconstruct)
 
     s = sub.add_parser("score", help="compare a 4-D result with the ground truth of the simulation it came from")
@@ -129,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmd_record.register(sub)
     cmd_recon.register(sub)
     cmd_view.register(sub)
+    cmd_align.register(sub)
     return p
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,7 @@
 Usage::
 
     tiltstream recon --connect tcp://127.0.0.1:5556 --pub tcp://127.0.0.1:5557 [--window 64]
-                     [--subset 16] [--half-life S] [--device auto] [--resume RECORDING.h5]
+                     [--subset 16] [--half-life S] [--device auto] [--resume RECORDING.h5] [--align]
                      [--dip [--dip-edge 64] [--dip-period 10]]
 
 With ``--dip`` the space-time DIP trains in the background on every frame so far (binned to
@@ -35,6 +35,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("--pub", default="tcp://127.0.0.1:5557", metavar="ENDPOINT",
                    help="where monitors subscribe (default tcp://127.0.0.1:5557)")
     add_engine_options(s)
+    s.add_argument("--align", action="store_true",
+                   help="correct each frame's drift before folding it in; shifts are published as metrics")
     add_dip_options(s)
     s.add_argument("--resume", type=Path, default=None, metavar="RECORDING",
                    help="fold in the recording of the current series first (restart mid-series)")
@@ -83,7 +85,7 @@ def engine_config(args: argparse.Namespace):
 
     params = StreamingParams(window_frames=args.window, window_s=args.window_seconds, half_life_s=args.half_life,
                              subset_size=args.subset, steps_per_update=args.steps)
-    return EngineConfig(streaming=params, device=args.device)
+    return EngineConfig(streaming=params, device=args.device, align=bool(getattr(args, "align", False)))
 
 
 def cmd_recon(args: argparse.Namespace) -> int:

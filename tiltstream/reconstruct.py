@@ -34,7 +34,10 @@ def run(args: argparse.Namespace) -> str:
     from tiltstream.stream.readers import read_series  # noqa: PLC0415
     from tiltstream.stream.results import write_result  # noqa: PLC0415
 
-    series = read_series(args.input, tilt_axis_angle_deg=args.tilt_axis_angle)
+    if getattr(args, "align", False):
+        series = _aligned_series(args)
+    else:
+        series = read_series(args.input, tilt_axis_angle_deg=args.tilt_axis_angle)
     if args.method == "dip":
         return _run_dip(args, series)
     params = _params(args)
@@ -53,10 +56,25 @@ def run(args: argparse.Namespace) -> str:
         "wall_time_s": wall,
         "voxel_nm": series.pixel_nm if series.pixel_nm is not None else float("nan"),
         "tilt_axis_angle_deg": series.metadata.get("tilt_axis_angle_deg", 0.0),
+        "alignment": series.metadata.get("alignment"),
     }
     write_result(args.out, volumes, times, attrs=attrs, overwrite=True)
     return (f"wrote {len(times)} volume(s) {volumes.shape[1:]} at t = "
             f"{', '.join(f'{t:.1f}' for t in times)} s to {args.out} ({wall:.1f} s)")
+
+
+def _aligned_series(args: argparse.Namespace):
+    """``--align``: the series aligned (one resampling), its tilt-axis offset put into the geometry
+    (``args.axis_offset``, used by every method) rather than into the frames."""
+    from tiltstream.cmd_align import read_and_align, summary  # noqa: PLC0415
+    from tiltstream.recon.align import apply_alignment  # noqa: PLC0415
+
+    if args.axis_offset:
+        log.warning("--axis-offset %g is replaced by the estimated offset with --align", args.axis_offset)
+    series, alignment = read_and_align(args.input, args)
+    args.axis_offset = alignment.axis_offset_px
+    log.info("aligned: %s", summary(alignment))
+    return apply_alignment(series, alignment, centre_axis=False)
 
 
 def _dip_params(args: argparse.Namespace):
