@@ -2,11 +2,13 @@
 
 Usage::
 
-    tiltstream view --connect tcp://127.0.0.1:5557 [--frames tcp://127.0.0.1:5556]
+    tiltstream view --connect tcp://127.0.0.1:5557 [--frames tcp://127.0.0.1:5556] [--show dip]
                     [--snapshot out.png --after 5] [--movie slices.gif]
 
 Shows three linked orthogonal slices of the live reconstruction, the latest raw frame, the tilt
-coverage, residual/temperature/dose traces and a status line. With ``--snapshot`` (or ``--movie``)
+coverage, residual/temperature/dose traces and a status line. When the service trains the online
+DIP (``tiltstream recon --dip``), a selector switches the slices and the time slider between the
+streaming SIRT and the DIP's newest estimate (``--show dip`` starts on the DIP). With ``--snapshot`` (or ``--movie``)
 it runs headless: receives for ``--after`` seconds, writes the file(s) and exits.
 """
 

@@ -4,16 +4,23 @@ A simulated microscope publishes a dynamic phantom in (accelerated) real time; a
 lossless stream to an NXtomo recording and the reconstruction service updates a streaming SIRT on
 every frame and publishes it for monitors. When the series ends, the recording is reconstructed in
 4-D (moving-window SIRT) and both the live estimate and the 4-D result are scored against the
-simulator's ground truth. Headless-safe: everything runs without a display and writes
+simulator's ground truth.
+
+The monitor: with a display (and without ``--no-monitor``) the pyqtgraph monitor opens in its own
+process, subscribed to the service and to the simulator's frame stream, and stays open after the
+demo has finished. Headless (no display, or ``QT_QPA_PLATFORM=offscreen``) the demo runs to the end
+as well and renders the same panels offscreen from a monitor model it fed during the run. Writes
 
     OUT_DIR/recording.h5    the recorded series (NXtomo)
     OUT_DIR/result_4d.h5    volumes (T, Z, Y, X) and times_s
     OUT_DIR/summary.json    what happened: frames, losses, latencies, errors against the truth
+    OUT_DIR/monitor.png     headless only: the monitor at the end of the live run
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -29,7 +36,7 @@ import torch
 
 from tiltstream._args import positive_float, positive_int
 
-__all__ = ["register", "run_demo"]
+__all__ = ["register", "run_demo", "monitor_mode", "free_tcp_endpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +55,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("--pub", default="tcp://127.0.0.1:0", metavar="ENDPOINT",
                    help="where monitors can subscribe to the live estimate (default: a free port)")
     s.add_argument("--out-dir", type=Path, default=Path("out/demo"), help="output folder (default out/demo)")
+    s.add_argument("--no-monitor", action="store_true",
+                   help="no monitor: neither the window (with a display) nor the headless monitor.png")
     s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_demo)
     return s
@@ -76,6 +85,96 @@ class _Thread(threading.Thread):
         return self.value
 
 
+def monitor_mode(no_monitor: bool, display: bool) -> str | None:
+    """What the demo does about the monitor: ``"window"`` where a display is available, ``"snapshot"``
+    headless (``OUT_DIR/monitor.png`` at the end of the live run), None with ``--no-monitor``."""
+    if no_monitor:
+        return None
+    return "window" if display else "snapshot"
+
+
+def free_tcp_endpoint(host: str = "127.0.0.1") -> str:
+    """``tcp://HOST:PORT`` with a port that is free now (for a child process to bind)."""
+    import socket  # noqa: PLC0415
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port = sock.getsockname()[1]
+    return f"tcp://{host}:{port}"
+
+
+class _Monitor:
+    """The demo's monitor: a window in its own process, or (headless) a model fed in a thread and
+    rendered to ``monitor.png`` at the end. Started before the simulator, so it sees the whole series."""
+
+    def __init__(self, mode: str, recon_endpoint: str, frames_endpoint: str, out: Path) -> None:
+        self.mode, self.out = mode, out
+        self.recon_endpoint, self.frames_endpoint = recon_endpoint, frames_endpoint
+        self.process: Any = None
+        self.model: Any = None
+        self.receiver: Any = None
+
+    def start(self, publisher: Any, timeout_s: float = 30.0) -> None:
+        """Start it and wait (up to ``timeout_s``) until it has subscribed to ``publisher`` (the
+        service's PUB socket, whose thread counts subscriptions)."""
+        joined = publisher.new_subscribers
+        if self.mode == "window":
+            from tiltstream.viz.app import launch_monitor  # noqa: PLC0415
+
+            self.process = launch_monitor(self.recon_endpoint, self.frames_endpoint, detach=True, out_dir=self.out)
+            print(f"demo: monitor window opened (pid {self.process.pid}); it stays open after the demo",
+                  flush=True)
+        else:
+            from tiltstream.viz.model import ViewModel  # noqa: PLC0415
+            from tiltstream.viz.receiver import StreamReceiver  # noqa: PLC0415
+
+            self.model = ViewModel(recon_endpoint=self.recon_endpoint, frames_endpoint=self.frames_endpoint)
+            self.receiver = StreamReceiver(self.model, self.recon_endpoint, self.frames_endpoint).start()
+        deadline = time.monotonic() + timeout_s
+        while publisher.new_subscribers == joined:
+            if self.process is not None and self.process.poll() is not None:
+                log.warning("the monitor exited at start (code %s); the demo goes on without it",
+                            self.process.returncode)
+                return
+            if time.monotonic() > deadline:
+                log.warning("the monitor did not connect within %.0f s; the demo goes on", timeout_s)
+                return
+            time.sleep(0.05)
+
+    def settle(self, quiet_s: float = 0.5, timeout_s: float = 5.0) -> None:
+        """Headless: let the last published messages reach the model (before the service closes)."""
+        if self.receiver is None:
+            return
+        deadline = time.monotonic() + timeout_s
+        seen, since = self.receiver.received, time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - since < quiet_s and self.receiver.running:
+            time.sleep(0.05)
+            if self.receiver.received != seen:
+                seen, since = self.receiver.received, time.monotonic()
+
+    def stop(self) -> None:
+        if self.receiver is not None:
+            self.receiver.stop()
+
+    def finish(self) -> dict[str, Any]:
+        """Headless: render ``monitor.png``. Returns what the summary says about the monitor.
+
+        The snapshot is a by-product: if the monitor's receiver failed or the rendering does, the
+        error is logged and reported in the summary, and the demo goes on to its 4-D result.
+        """
+        if self.mode == "window":
+            return {"mode": "window", "pid": None if self.process is None else self.process.pid}
+        from tiltstream.viz.app import render_snapshot  # noqa: PLC0415
+
+        try:
+            self.stop()  # re-raises what the receiver thread died of
+            path = render_snapshot(self.model, self.out / "monitor.png")
+        except Exception as exc:  # noqa: BLE001 - reported, see the docstring
+            log.warning("monitor snapshot failed: %s: %s", type(exc).__name__, exc)
+            return {"mode": "snapshot", "snapshot": None, "error": f"{type(exc).__name__}: {exc}"}
+        return {"mode": "snapshot", "snapshot": str(path), "status": self.model.status().summary()}
+
+
 def _nrmse(x: np.ndarray, ref: np.ndarray) -> float:
     return float(np.linalg.norm(x - ref) / np.linalg.norm(ref))
 
@@ -91,6 +190,7 @@ def run_demo(args: argparse.Namespace) -> dict:
     from tiltstream.stream.results import write_result  # noqa: PLC0415
     from tiltstream.stream.sockets import tcp_endpoint  # noqa: PLC0415
     from tiltstream.simulate import truth_from_recording  # noqa: PLC0415
+    from tiltstream.viz.app import display_available  # noqa: PLC0415 (Qt-free)
 
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -114,18 +214,33 @@ def run_demo(args: argparse.Namespace) -> dict:
            "--frames", str(args.frames), "--dose", str(args.dose), "--speed", str(args.speed),
            "--seed", str(args.seed), "--connect", "--push", f"{recorder.endpoint},{service.frames_endpoint}",
            "--send-timeout", "60"]
+    mode = monitor_mode(args.no_monitor, display_available())
+    monitor = None
+    if mode is not None:  # the raw frames for the monitor: lossy PUB, never slows the simulator down
+        monitor = _Monitor(mode, service.pub_endpoint, free_tcp_endpoint(), out)
+        cmd += ["--pub", monitor.frames_endpoint]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     try:
+        if monitor is not None:
+            monitor.start(service.publisher)
         sim = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3600, check=False)
         if sim.returncode != 0:
             raise RuntimeError(f"simulated microscope failed ({sim.returncode}): {sim.stderr.strip()[-2000:]}")
         rec_stats = rec_thread.result(timeout=300)
         svc_stats = svc_thread.result(timeout=300)
+        if monitor is not None:
+            monitor.settle()
+    except BaseException:
+        if monitor is not None:
+            with contextlib.suppress(Exception):  # the error that stopped the demo comes first
+                monitor.stop()
+        raise
     finally:
         recorder.close()
         service.close()
     live_volume = service.engine.estimator.volume()
     t_live = time.perf_counter() - t_start
+    monitor_info = {"mode": None} if monitor is None else monitor.finish()
 
     torch.set_num_threads(threads)  # the live service kept torch to one thread; batch work uses them all
     series = read_series(recording)
@@ -152,6 +267,7 @@ def run_demo(args: argparse.Namespace) -> dict:
         "result_4d": {"path": str(result_path), "times_s": [round(float(t), 2) for t in times],
                       "nrmse": [round(e, 4) for e in truth_4d], "mean_nrmse": float(np.mean(truth_4d))},
         "recording": str(recording),
+        "monitor": monitor_info,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
@@ -170,5 +286,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     r = s["result_4d"]
     print(f"demo: 4-D moving-window SIRT at {len(r['times_s'])} times, mean NRMSE vs truth {r['mean_nrmse']:.3f} "
           f"-> {r['path']}")
+    if s["monitor"].get("snapshot"):
+        print(f"demo: monitor snapshot (headless) in {s['monitor']['snapshot']}")
+    elif s["monitor"].get("error"):
+        print(f"demo: warning: no monitor snapshot ({s['monitor']['error']})", file=sys.stderr)
     print(f"demo: summary in {Path(s['recording']).parent / 'summary.json'}")
     return 0

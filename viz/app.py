@@ -1,6 +1,6 @@
 """Running the monitor: on screen, headless (PNG snapshot / movie), or as a child process.
 
-``tiltstream view --connect RECON_EP [--frames FRAMES_EP] [--snapshot out.png --after S]`` and
+``tiltstream view --connect RECON_EP [--frames FRAMES_EP] [--show dip] [--snapshot out.png --after S]`` and
 ``python -m tiltstream.viz ...`` both end up in :func:`launch_monitor`. This module imports Qt only
 inside the functions that need it, so the command line can be built without Qt.
 """
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["display_available", "launch_monitor", "add_view_arguments", "run_from_args"]
+__all__ = ["display_available", "launch_monitor", "render_snapshot", "add_view_arguments", "run_from_args"]
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ def _command(recon_endpoint: str | None, frames_endpoint: str | None, opts: dict
     if frames_endpoint:
         cmd += ["--frames", frames_endpoint]
     flags = {"snapshot": "--snapshot", "after_s": "--after", "movie": "--movie", "display_hz": "--display-hz",
-             "history_volumes": "--history", "out_dir": "--out-dir"}
+             "history_volumes": "--history", "out_dir": "--out-dir", "show": "--show"}
     for key, flag in flags.items():
         if opts.get(key) is not None:
             cmd += [flag, str(opts[key])]
@@ -74,6 +74,7 @@ def launch_monitor(
     size: tuple[int, int] = (1600, 1000),
     curve: Any = None,
     detach: bool = False,
+    show: str = "sirt",
 ) -> Any:
     """Show the monitor for a reconstruction service (and optionally the raw frame stream).
 
@@ -89,6 +90,8 @@ def launch_monitor(
     out_dir : where the Snapshot and Export buttons write.
     size : window size in pixels (width, height).
     curve : :class:`~tiltstream.stream.sockets.CurveClientConfig` for an encrypted service, or None.
+    show : reconstruction to show first: ``"sirt"`` (the streaming SIRT) or ``"dip"`` (the online
+        DIP's estimate once one arrives; the SIRT until then). The window's selector changes it.
     detach : start the monitor in a child process (``python -m tiltstream.viz``) and return its
         :class:`subprocess.Popen` at once — for callers whose main thread is busy (the demo).
 
@@ -102,11 +105,16 @@ def launch_monitor(
         if curve is not None:
             raise ValueError("detach: CURVE settings cannot be passed to a child monitor; use the command line")
         opts = {"snapshot": snapshot, "after_s": after_s if (snapshot or movie) else None, "movie": movie,
-                "display_hz": display_hz, "history_volumes": history_volumes, "out_dir": out_dir, "size": size}
+                "display_hz": display_hz, "history_volumes": history_volumes, "out_dir": out_dir, "size": size,
+                "show": show}
         cmd = _command(recon_endpoint, frames_endpoint, opts)
         log.info("starting monitor: %s", " ".join(cmd))
         return subprocess.Popen(cmd)
 
+    from tiltstream.viz.records import SOURCES  # noqa: PLC0415
+
+    if show not in SOURCES:
+        raise ValueError(f"show: expected one of {', '.join(SOURCES)}, got {show!r}")
     headless = snapshot is not None or movie is not None
     app = _qt_app(headless)
     from pyqtgraph.Qt import QtCore  # noqa: PLC0415
@@ -117,6 +125,7 @@ def launch_monitor(
 
     model = ViewModel(ModelConfig(history_volumes=int(history_volumes)), recon_endpoint=recon_endpoint,
                       frames_endpoint=frames_endpoint)
+    model.set_source(show)
     window = MonitorWindow(model, display_hz=display_hz, out_dir=out_dir)
     window.resize(*size)
     receiver = StreamReceiver(model, recon_endpoint, frames_endpoint, curve=curve)
@@ -162,6 +171,32 @@ def launch_monitor(
     return model.status()
 
 
+def render_snapshot(model: Any, path: str | Path, *, size: tuple[int, int] = (1600, 1000)) -> Path:
+    """Render a :class:`~tiltstream.viz.model.ViewModel` that was fed elsewhere (e.g. by a
+    :class:`~tiltstream.viz.receiver.StreamReceiver` during a run) as the monitor window, to PNG.
+
+    Offscreen when there is no display. Call it on the main thread (Qt's rule); returns ``path``.
+    """
+    app = _qt_app(headless=True)
+    from pyqtgraph.Qt import QtCore  # noqa: PLC0415
+
+    from tiltstream.viz.window import MonitorWindow  # noqa: PLC0415
+
+    window = MonitorWindow(model, out_dir=Path(path).parent)
+    window.resize(*size)
+    try:
+        window.show()
+        for _ in range(3):  # draw, then let Qt lay out what changed (status line texts, splitters)
+            window.refresh(force=True)
+            app.processEvents()
+        return window.save_snapshot(path)
+    finally:
+        window.timer.stop()
+        window.close()
+        window.deleteLater()
+        QtCore.QCoreApplication.sendPostedEvents(None, QtCore.QEvent.Type.DeferredDelete)
+
+
 def _main_thread() -> bool:
     import threading  # noqa: PLC0415
 
@@ -203,6 +238,9 @@ def add_view_arguments(s: argparse.ArgumentParser) -> None:
                    help="headless: export the slice history (.gif, or .mp4 with ffmpeg) after --after seconds")
     s.add_argument("--display-hz", type=positive_float, default=20.0, metavar="HZ",
                    help="panel refresh rate (default 20)")
+    s.add_argument("--show", choices=("sirt", "dip"), default="sirt",
+                   help="reconstruction shown first: sirt (the live streaming SIRT, default) or dip (the online "
+                        "DIP estimate of `tiltstream recon --dip`, once one arrives); the window can switch")
     s.add_argument("--history", type=positive_int, default=64, metavar="N",
                    help="volumes kept for the time slider (default 64)")
     s.add_argument("--out-dir", type=Path, default=Path("."), metavar="DIR",
@@ -254,7 +292,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         curve = CurveClientConfig(args.curve_key, args.curve_server_key)
     status = launch_monitor(args.connect, args.frames, snapshot=args.snapshot, after_s=args.after, movie=args.movie,
                             display_hz=args.display_hz, history_volumes=args.history, out_dir=args.out_dir,
-                            size=args.size, curve=curve)
+                            size=args.size, curve=curve, show=args.show)
     if args.snapshot is not None or args.movie is not None:
         written = ", ".join(str(p) for p in (args.snapshot, args.movie) if p is not None)
         print(f"view: wrote {written}; {status.summary()}")

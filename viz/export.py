@@ -118,9 +118,15 @@ def history_frames(
         levels = percentile_levels(slices) or (0.0, 1.0)
     return [
         orthoview_rgb(e.data, i, slab=slab, levels=levels, colormap=colormap, min_height=min_height,
-                      label=f"t = {e.t_s:.1f} s\n{e.source} #{e.seq}")
+                      label=f"t = {e.t_s:.1f} s\n{_what(e)}")
         for e, i in zip(entries, cuts)
     ]
+
+
+def _what(entry: VolumeEntry) -> str:
+    if entry.source == "dip":
+        return f"DIP, {entry.n_frames_used} frames"
+    return f"{entry.source} #{entry.seq}"
 
 
 def ffmpeg_executable() -> str | None:

@@ -1,4 +1,9 @@
-"""Bounded histories the monitor keeps: published volumes (for the time slider) and scalar traces."""
+"""Bounded histories the monitor keeps: published volumes (for the time slider) and scalar traces.
+
+:class:`VolumeHistory` keeps the stream of volumes of a streaming method (the SIRT: one estimate per
+update, each for "now"); :class:`EstimateHistory` keeps the newest 4-D estimate of a model fitted to
+the whole series (the DIP: one estimate is a burst of volumes at times spread over the series).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["VolumeEntry", "VolumeHistory", "Trace"]
+__all__ = ["VolumeEntry", "VolumeHistory", "EstimateHistory", "Trace"]
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,15 @@ class VolumeEntry:
     received_s: float
 
 
+def _bounds(capacity: int, max_bytes: int) -> tuple[int, int]:
+    """Validated (capacity, max_bytes) of a history."""
+    if capacity < 1:
+        raise ValueError(f"capacity: expected at least 1 volume, got {capacity}")
+    if max_bytes < 1:
+        raise ValueError(f"max_bytes: expected a positive byte count, got {max_bytes}")
+    return int(capacity), int(max_bytes)
+
+
 class VolumeHistory:
     """A ring buffer of :class:`VolumeEntry`, oldest first, bounded in count and in bytes.
 
@@ -49,12 +63,7 @@ class VolumeHistory:
     """
 
     def __init__(self, capacity: int = 64, max_bytes: int = 1 << 30) -> None:
-        if capacity < 1:
-            raise ValueError(f"capacity: expected at least 1 volume, got {capacity}")
-        if max_bytes < 1:
-            raise ValueError(f"max_bytes: expected a positive byte count, got {max_bytes}")
-        self.capacity = int(capacity)
-        self.max_bytes = int(max_bytes)
+        self.capacity, self.max_bytes = _bounds(capacity, max_bytes)
         self._entries: deque[VolumeEntry] = deque()
         self._nbytes = 0
         self.evicted = 0
@@ -103,6 +112,100 @@ class VolumeHistory:
 
     def __iter__(self) -> Iterator[VolumeEntry]:
         return iter(list(self._entries))
+
+
+class EstimateHistory:
+    """The volumes of the newest 4-D estimate(s), ordered by time, bounded in count and in bytes.
+
+    An estimate arrives as a burst of ``volume/1`` messages at increasing times spread over the
+    series so far, all with the same ``n_frames_used``, followed by a ``metrics/1``
+    (:meth:`close_estimate`). A volume starts a new estimate when the previous one was closed, when
+    its frame count differs, or when its time is not after the previous volume's (a re-send).
+
+    The newest estimate is the best one at every time it covers: each of its volumes replaces the
+    volumes of older estimates between the estimate's first time and its own. Older volumes outside
+    the newest estimate's span (or at times whose new volume was lost on the way) stay until evicted.
+    Beyond the bounds, volumes of the oldest estimate go first, earliest first; the newest volume
+    is always kept.
+
+    Parameters
+    ----------
+    capacity : most volumes kept.
+    max_bytes : most bytes of volume data kept.
+    """
+
+    def __init__(self, capacity: int = 64, max_bytes: int = 1 << 28) -> None:
+        self.capacity, self.max_bytes = _bounds(capacity, max_bytes)
+        self._entries: list[tuple[int, VolumeEntry]] = []  # (estimate number, entry), by time
+        self._nbytes = 0
+        self.estimates = 0  # estimates started so far; the newest is number ``estimates``
+        self._open: list[float] | None = None  # [first t, last t] of the estimate still arriving
+        self._open_frames: int | None = None
+        self.evicted = 0
+
+    def append(self, entry: VolumeEntry) -> None:
+        """Add one volume of an estimate (see the class docstring)."""
+        t = float(entry.t_s)
+        if self._open is None or entry.n_frames_used != self._open_frames or t <= self._open[1]:
+            self.estimates += 1
+            self._open, self._open_frames = [t, t], int(entry.n_frames_used)
+        self._open[1] = t
+        first, number = self._open[0], self.estimates
+        keep = []
+        for item in self._entries:
+            n, e = item
+            if n != number and first <= e.t_s <= t:
+                self._nbytes -= e.data.nbytes
+            else:
+                keep.append(item)
+        keep.append((number, entry))
+        keep.sort(key=lambda item: item[1].t_s)
+        self._entries = keep
+        self._nbytes += entry.data.nbytes
+        while len(self._entries) > 1 and (len(self._entries) > self.capacity or self._nbytes > self.max_bytes):
+            oldest = min(range(len(self._entries)), key=lambda i: (self._entries[i][0], self._entries[i][1].t_s))
+            if self._entries[oldest][1] is entry:  # the newest volume stays: drop the earliest other one
+                oldest = 1 if oldest == 0 else 0
+            self._nbytes -= self._entries.pop(oldest)[1].data.nbytes
+            self.evicted += 1
+
+    def close_estimate(self) -> None:
+        """The current estimate is complete (its ``metrics/1`` arrived): the next volume starts a new one."""
+        self._open = None
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._nbytes = 0
+        self._open = None
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of volume data held."""
+        return self._nbytes
+
+    def estimate_of(self, i: int) -> int:
+        """Number of the estimate entry ``i`` belongs to (1 for the first; :attr:`estimates` is the newest)."""
+        return self._entries[i][0]
+
+    def nearest(self, t_s: float) -> int | None:
+        """Position of the entry closest in time to ``t_s`` (the later one on a tie), None when empty."""
+        if not self._entries:
+            return None
+        times = self.times()
+        return int(len(times) - 1 - np.argmin(np.abs(times[::-1] - t_s)))
+
+    def times(self) -> np.ndarray:
+        """(N,) times of the entries, seconds since stream start, increasing."""
+        return np.fromiter((e.t_s for _, e in self._entries), dtype=np.float64, count=len(self._entries))
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __getitem__(self, i: int) -> VolumeEntry:
+        return self._entries[i][1]
+
+    def __iter__(self) -> Iterator[VolumeEntry]:
+        return iter([e for _, e in self._entries])
 
 
 class Trace:

@@ -13,6 +13,17 @@ Indices are (z, y, x) voxels of that grid; a volume on a coarser grid is cut at 
 voxel. In follow-live mode, with the crosshair where the service cuts its slices and a slab of 1,
 the panels show the service's slices (every update, full resolution); anywhere else they are cut
 from the newest (or the scrubbed-to) volume of the history.
+
+Two reconstructions. Volumes with ``source="dip"`` (the online DIP's 4-D estimates: a burst of
+volumes at times spread over the series so far) are kept apart from the streaming SIRT's history,
+in an :class:`~tiltstream.viz.history.EstimateHistory` where each new estimate replaces the older
+one over the time span it covers. :meth:`ViewModel.set_source` chooses which one the slices, the
+time slider and the exports follow (see :data:`~tiltstream.viz.records.SOURCES`); with ``"dip"``
+the slider runs over the time points of the newest estimate and follow-live shows its newest one.
+A choice whose reconstruction has no data yet falls back to the other one, so a SIRT-only stream
+behaves as before and a monitor started with the DIP chosen switches to it when it arrives.
+The reference grid comes from the SIRT (slices, else volumes); DIP volumes, often binned, are cut
+at the corresponding voxel like any coarser volume.
 """
 
 from __future__ import annotations
@@ -28,9 +39,9 @@ import numpy as np
 
 from tiltstream.stream.messages import EndMsg, FrameMsg, MetricsMsg, SlicesMsg, StartMsg, VolumeMsg
 from tiltstream.viz.colormaps import COLORMAPS, DEFAULT_COLORMAP
-from tiltstream.viz.history import Trace, VolumeEntry, VolumeHistory
+from tiltstream.viz.history import Trace, VolumeEntry
 from tiltstream.viz.records import (
-    LOSS_WORDS,
+    SOURCES,
     TRACE_LABELS,
     CoverageData,
     FrameView,
@@ -39,10 +50,16 @@ from tiltstream.viz.records import (
     SeqGaps,
     Status,
     ViewData,
+    trace_group,
 )
 from tiltstream.viz.slicing import SliceBuffers, cut_slices, percentile_levels
+from tiltstream.viz.timeline import Timeline
 
-__all__ = ["ModelConfig", "ViewModel", "ViewData", "FrameView", "CoverageData", "Status", "TRACE_LABELS"]
+__all__ = ["ModelConfig", "ViewModel", "ViewData", "FrameView", "CoverageData", "Status", "TRACE_LABELS",
+           "SOURCES"]
+
+#: Reference-grid priority: the service's full-resolution slices, else its SIRT volumes, else DIP volumes.
+_REF_SLICES, _REF_VOLUME, _REF_DIP = 2, 1, 0
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +87,11 @@ class ViewModel:
         self.frames_endpoint = frames_endpoint
         self.clock = clock
         self._lock = threading.RLock()
-        self.history = VolumeHistory(self.config.history_volumes, self.config.history_bytes)
+        self.timeline = Timeline(self.config)
+        self.history = self.timeline.sirt  # the SIRT's volumes
+        self.dip = self.timeline.dip  # the DIP's newest estimate
         self._buffers = SliceBuffers()
         self._started_s = clock()
-        self._follow_live = True
-        self._viewed_seq: int | None = None
         self._crosshair: tuple[int, int, int] | None = None
         self._slab = 1
         self._levels: tuple[float, float] | None = None
@@ -90,15 +107,16 @@ class ViewModel:
 
     # -- series -----------------------------------------------------------------------------------
     def _reset_series(self) -> None:
-        self.history.clear()
+        self.timeline.reset()
+        self._dip_metrics: dict[str, float] = {}
+        self._last_dip_s: float | None = None
+        self._ref_rank = -1
         self._slices: tuple[SlicesMsg, float] | None = None
         self._frame: FrameView | None = None
         self._ref_shape: tuple[int, int, int] | None = None
         self._ref_voxel_nm: float | None = None
         self._crosshair = None
         self._crosshair_moved = False
-        self._viewed_seq = None
-        self._follow_live = True
         self._angles: deque[float] = deque(maxlen=self.config.coverage_points)
         self._tilt_range: tuple[float, float] | None = None
         self._traces: dict[str, Trace] = {}
@@ -160,7 +178,10 @@ class ViewModel:
         with self._lock:
             self._rejected = int(total)
 
-    def _set_reference(self, shape: tuple[int, int, int], voxel_nm: float | None) -> None:
+    def _set_reference(self, shape: tuple[int, int, int], voxel_nm: float | None, rank: int) -> None:
+        if rank < self._ref_rank:
+            return
+        self._ref_rank = rank
         if self._ref_shape != shape:
             old = self._ref_shape
             if self._crosshair is None or old is None:
@@ -176,29 +197,35 @@ class ViewModel:
         self._last_recon_s = now
         entry = VolumeEntry(seq=int(msg.seq), t_s=float(msg.t_s), data=msg.data, source=msg.source,
                             n_frames_used=int(msg.n_frames_used), voxel_nm=msg.voxel_nm, received_s=now)
-        replaced_viewed = (not self._follow_live and len(self.history)
-                           and self.history[-1].seq == self._viewed_seq)
-        added = self.history.append(entry)
-        if replaced_viewed and not added:
-            self._viewed_seq = entry.seq
-        if self._slices is None:
-            self._set_reference(tuple(msg.data.shape), msg.voxel_nm)
+        self.timeline.add(entry)
+        rank = _REF_DIP if msg.source == "dip" else _REF_VOLUME
+        self._set_reference(tuple(msg.data.shape), msg.voxel_nm, rank)
 
     def _on_slices(self, msg: SlicesMsg, now: float) -> None:
         self._last_recon_s = now
         self._update_gaps.observe(int(msg.seq), now)
         self._slices = (msg, now)
+        self.timeline.has_live = True
         shape = (int(msg.xz.shape[0]), int(msg.xy.shape[0]), int(msg.xy.shape[1]))
-        self._set_reference(shape, msg.voxel_nm)
+        self._set_reference(shape, msg.voxel_nm, _REF_SLICES)
         if not self._crosshair_moved:  # until the operator moves it, follow the service's cut
             self._crosshair = tuple(int(i) for i in msg.index)  # type: ignore[assignment]
 
     def _on_metrics(self, msg: MetricsMsg, now: float) -> None:
         self._last_recon_s = now
         values = dict(msg.values)
-        self._metrics = values
+        # The DIP's metrics come in messages of their own: keep them apart, so they do not blank
+        # the SIRT's latency, frame counts and window between two SIRT updates.
+        dip = {k: v for k, v in values.items() if k.startswith("dip_")}
+        other = {k: v for k, v in values.items() if not k.startswith("dip_")}
+        if other:
+            self._metrics = other
+        if dip:
+            self._dip_metrics = dip
+            self._last_dip_s = now
+            self.dip.close_estimate()  # an estimate's metrics follow its volumes
         for name, value in values.items():
-            if name in TRACE_LABELS or any(w in name.lower() for w in LOSS_WORDS):
+            if trace_group(name) is not None:
                 self._trace(name).append(msg.t_s, value)
         seen = values.get("last_frame_seq")
         if seen is not None and seen >= 0:
@@ -230,47 +257,59 @@ class ViewModel:
             self._last_progress_s = now
             self._progress.add(now, count)
 
-    # -- time slider --------------------------------------------------------------------------------
+    # -- reconstruction shown and time slider (see viz.timeline) ------------------------------------
+    @property
+    def source(self) -> str:
+        """The reconstruction shown now: ``"sirt"`` or ``"dip"`` (see the module docstring)."""
+        with self._lock:
+            return self.timeline.source()
+
+    @property
+    def dip_available(self) -> bool:
+        """True once a DIP volume of this series has arrived (then the reconstruction can be chosen)."""
+        return len(self.dip) > 0
+
+    def set_source(self, name: str) -> None:
+        """Show the streaming SIRT (``"sirt"``) or the DIP estimate (``"dip"``); when scrubbed back,
+        the view stays at the time shown (the chosen reconstruction's closest volume)."""
+        with self._lock:
+            self.timeline.set_source(name)
+
+    def entries(self) -> list[VolumeEntry]:
+        """The volumes the time slider runs over (of the reconstruction shown), oldest time first."""
+        with self._lock:
+            return list(self.timeline.entries())
+
     @property
     def follow_live(self) -> bool:
-        return self._follow_live
+        return self.timeline.follow_live
 
     def set_follow_live(self, on: bool = True) -> None:
         """Follow the newest data (True), or stay on the volume shown now (False)."""
         with self._lock:
-            if not on and self._follow_live and len(self.history):
-                self._viewed_seq = self.history[-1].seq
-            self._follow_live = bool(on)
+            self.timeline.set_follow_live(on)
 
     @property
     def n_history(self) -> int:
-        return len(self.history)
+        """Volumes the time slider runs over (of the reconstruction shown)."""
+        with self._lock:
+            return len(self.timeline.entries())
 
     @property
     def index(self) -> int | None:
-        """Position in the history of the volume shown (the newest when following live)."""
+        """Position on the time slider of the volume shown (the newest when following live)."""
         with self._lock:
-            n = len(self.history)
-            if n == 0:
-                return None
-            if self._follow_live or self._viewed_seq is None:
-                return n - 1
-            i = self.history.index_of_seq(self._viewed_seq)
-            return 0 if i is None else i  # evicted while viewed: the oldest one left
+            return self.timeline.index()
 
     def set_index(self, i: int) -> None:
-        """Show history entry ``i`` (slider move); the newest entry turns follow-live back on."""
+        """Show entry ``i`` (slider move); the newest entry turns follow-live back on."""
         with self._lock:
-            n = len(self.history)
-            if n == 0:
-                return
-            i = min(max(int(i), 0), n - 1)
-            self._follow_live = i == n - 1
-            self._viewed_seq = self.history[i].seq
+            self.timeline.set_index(i)
 
     def history_times(self) -> np.ndarray:
+        """(N,) times of the volumes the time slider runs over, seconds since stream start."""
         with self._lock:
-            return self.history.times()
+            return self.timeline.entries().times()
 
     # -- crosshair, slab ----------------------------------------------------------------------------
     @property
@@ -316,10 +355,12 @@ class ViewModel:
             if self._ref_shape is None or self._crosshair is None:
                 return None
             ref, cross, slab = self._ref_shape, self._crosshair, self._slab
-            live = self._slices
-            idx = self.index
-            entry = self.history[idx] if idx is not None else None
-            follow = self._follow_live
+            tl = self.timeline
+            source, entries, idx = tl.source(), tl.entries(), tl.index()
+            live = self._slices if source == "sirt" else None
+            entry = entries[idx] if idx is not None else None
+            n = len(entries)
+            follow = tl.follow_live
         if live is not None and follow and slab == 1:
             msg, received = live
             if tuple(msg.index) == cross and (entry is None or msg.seq >= entry.seq):
@@ -333,10 +374,11 @@ class ViewModel:
         index = tuple(min(m - 1, c * m // n) for c, m, n in zip(cross, shape, ref))
         scale = tuple(n / m for n, m in zip(ref, shape))
         xy, xz, yz = cut_slices(entry.data, index, slab, buffers=self._buffers)
-        key = ("volume", entry.seq, index, slab, shape)
+        key = ("volume", source, entry.seq, index, slab, shape)
         return ViewData(xy=xy, xz=xz, yz=yz, index=index, scale=scale, crosshair=cross,  # type: ignore[arg-type]
                         slab=slab, live=False, seq=entry.seq, t_s=entry.t_s, source=entry.source,
-                        received_s=entry.received_s, key=key)
+                        received_s=entry.received_s, key=key, n_frames_used=entry.n_frames_used,
+                        position=(idx + 1, n))  # type: ignore[operator]
 
     def note_displayed(self, view: ViewData | None = None, now: float | None = None) -> None:
         """Record one panel refresh (display fps; end-to-end latency of live data drawn)."""
@@ -400,27 +442,7 @@ class ViewModel:
             window = self._metrics.get("window_frames")
             rng = self._tilt_range
             total = self._metrics.get("frames_seen")
-        n = angles.size
-        in_window = np.ones(n, dtype=bool)
-        if window is not None and 0 < window < n:
-            in_window[: n - int(window)] = False
-        if rng is None and n:
-            rng = (float(angles.min()), float(angles.max()))
-        wedge: list[tuple[float, float]] = []
-        gap = None
-        if rng is not None:
-            lo, hi = max(-90.0, min(rng)), min(90.0, max(rng))
-            if lo > -90.0:
-                wedge.append((-90.0, lo))
-            if hi < 90.0:
-                wedge.append((hi, 90.0))
-            inside = np.sort(angles[in_window])
-            if inside.size:
-                edges = np.concatenate([[lo], np.clip(inside, lo, hi), [hi]])
-                gap = float(np.max(np.diff(edges)))
-        return CoverageData(angles_deg=angles, in_window=in_window, newest_deg=float(angles[-1]) if n else None,
-                            tilt_range_deg=rng, wedge_deg=tuple(wedge), max_gap_deg=gap,
-                            frames_total=None if total is None else int(total))
+        return CoverageData.from_angles(angles, window_frames=window, tilt_range_deg=rng, frames_total=total)
 
     def traces(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Metric or frame-field name -> (t_s (N,), values (N,)); see :data:`TRACE_LABELS`."""
@@ -428,9 +450,9 @@ class ViewModel:
             return {name: trace.arrays() for name, trace in self._traces.items() if len(trace)}
 
     def metrics(self) -> dict[str, float]:
-        """The newest ``metrics/1`` values."""
+        """The newest ``metrics/1`` values: the SIRT's and the DIP's (``dip_*``) together."""
         with self._lock:
-            return dict(self._metrics)
+            return {**self._metrics, **self._dip_metrics}
 
     def status(self, now: float | None = None) -> Status:
         """The status line now."""
@@ -467,6 +489,8 @@ class ViewModel:
                 # lost raw frames mean this viewer misses tilt angles: say so.
                 message, level = "Viewer is dropping raw frames (network or this computer too slow)", "warn"
             lat = m.get("latency_s")
+            dm = self._dip_metrics
+            dip_frames, dip_steps, held = dm.get("dip_frames"), dm.get("dip_steps"), dm.get("dip_heldout_nrmse")
             return Status(
                 recon_endpoint=self.recon_endpoint,
                 frames_endpoint=self.frames_endpoint,
@@ -482,4 +506,10 @@ class ViewModel:
                 rejected=self._rejected,
                 message=message,
                 level=level,
+                source=self.timeline.source(),
+                dip_available=len(self.dip) > 0,
+                dip_frames=None if dip_frames is None else int(dip_frames),
+                dip_steps=None if dip_steps is None else int(dip_steps),
+                dip_heldout_nrmse=None if held is None else float(held),
+                dip_age_s=None if self._last_dip_s is None else max(0.0, now - self._last_dip_s),
             )

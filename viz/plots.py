@@ -11,7 +11,7 @@ import numpy as np
 import pyqtgraph as pg
 from pyqtgraph.Qt import QtCore, QtGui, QtWidgets
 
-from tiltstream.viz.records import TRACE_LABELS, CoverageData
+from tiltstream.viz.records import TRACE_LABELS, CoverageData, trace_group
 from tiltstream.viz.theme import THEME, html
 
 __all__ = ["CoveragePanel", "TracesPanel"]
@@ -114,7 +114,12 @@ class CoveragePanel(pg.GraphicsLayoutWidget):
 
 
 class TracesPanel(pg.GraphicsLayoutWidget):
-    """Residual/loss, temperature and dose against stream time, with a marker at the shown time."""
+    """Residual/loss, temperature and dose against stream time, with a marker at the shown time.
+
+    The DIP's held-out scores (group ``"dip"``) share the loss plot's time axis but
+    get their own y axis on the right, in the DIP's colour, shown once the stream carries them: they
+    are on another scale than the SIRT residual, and a shared axis would flatten one or the other.
+    """
 
     _GROUPS = (("loss", "Residual / loss"), ("temperature", "Temperature (°C)"), ("dose", "Dose (e⁻/Å²)"))
     _PENS = ("#4fb3ff", "#ffb000", "#3ecf6b", "#e056fd", "#ff7979")
@@ -149,7 +154,30 @@ class TracesPanel(pg.GraphicsLayoutWidget):
             self.empty[group] = empty
             self.plots[group] = p
             p.vb.sigResized.connect(lambda *a, g=group: self._centre_empty(g))
-        self.plots["loss"].addLegend(offset=(-4, 4), labelTextColor=THEME["text"], labelTextSize="8pt")
+        self.legend = self.plots["loss"].addLegend(offset=(-4, 4), labelTextColor=THEME["text"],
+                                                   labelTextSize="8pt")
+        self._dip_axis()
+
+    def _dip_axis(self) -> None:
+        """A second ViewBox over the loss plot, x-linked, with the right axis as its y axis."""
+        p = self.plots["loss"]
+        self.dip_vb = pg.ViewBox(enableMenu=False)
+        self.dip_vb.setMouseEnabled(x=False, y=False)
+        p.scene().addItem(self.dip_vb)
+        self.dip_vb.setXLink(p.vb)
+        right = p.getAxis("right")
+        right.linkToView(self.dip_vb)
+        right.setPen(pg.mkPen(THEME["dip"]))
+        right.setTextPen(pg.mkPen(THEME["dip"]))
+        right.setLabel(html("DIP", color=THEME["dip"], size="8pt"))
+        p.showAxis("right", False)
+
+        def sync(*args: object) -> None:
+            self.dip_vb.setGeometry(p.vb.sceneBoundingRect())
+            self.dip_vb.linkedViewChanged(p.vb, self.dip_vb.XAxis)
+
+        p.vb.sigResized.connect(sync)
+        sync()
 
     def _centre_empty(self, group: str) -> None:
         r = self.plots[group].vb.rect()
@@ -158,18 +186,36 @@ class TracesPanel(pg.GraphicsLayoutWidget):
     def set_traces(self, traces: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
         seen = set()
         for name, (t, v) in traces.items():
-            group, label = TRACE_LABELS.get(name, ("loss", name))
+            group = trace_group(name) or "loss"
+            label = TRACE_LABELS.get(name, (group, name))[1]
             curve = self.curves.get(name)
             if curve is None:
-                n = sum(1 for k in self.curves if TRACE_LABELS.get(k, ("loss",))[0] == group)
-                pen = pg.mkPen(self._PENS[n % len(self._PENS)], width=1.6)
-                curve = self.curves[name] = self.plots[group].plot(name=label, pen=pen)
+                curve = self.curves[name] = self._new_curve(name, group, label)
             curve.setData(t, v)
-            seen.add(group)
+            seen.add("loss" if group == "dip" else group)
         for group, text in self.empty.items():
             text.setVisible(group not in seen)
             if group not in seen:
                 self._centre_empty(group)
+
+    def _new_curve(self, name: str, group: str, label: str) -> pg.PlotDataItem:
+        n = sum(1 for k in self.curves if (trace_group(k) or "loss") == group)
+        if group != "dip":
+            pen = pg.mkPen(self._PENS[n % len(self._PENS)], width=1.6)
+            return self.plots[group].plot(name=label, pen=pen)
+        # DIP scores come once per estimate (every few seconds): a line with a dot per estimate
+        color = QtGui.QColor(THEME["dip"])
+        style = QtCore.Qt.PenStyle.SolidLine if n == 0 else QtCore.Qt.PenStyle.DashLine
+        curve = pg.PlotDataItem(pen=pg.mkPen(color, width=1.6, style=style), symbol="o", symbolSize=5,
+                                symbolBrush=pg.mkBrush(color), symbolPen=pg.mkPen(None))
+        curve.setDownsampling(auto=True, method="peak")
+        curve.setClipToView(True)
+        self.dip_vb.addItem(curve)
+        self.legend.addItem(curve, label)
+        self.plots["loss"].showAxis("right", True)
+        if n == 0:
+            self.plots["loss"].getAxis("right").setLabel(html(label, color=THEME["dip"], size="8pt"))
+        return curve
 
     def set_marker(self, t_s: float | None) -> None:
         for m in self.markers:

@@ -2,10 +2,11 @@
 
 :class:`StreamReceiver` owns one :class:`~tiltstream.stream.transport.Subscriber` on the
 reconstruction service's PUB socket and, optionally, one on the microscope's frame PUB socket. Its
-thread waits on both, drains each socket (newest message of each type wins on the reconstruction
-socket; frames are taken one by one so every tilt angle reaches the coverage plot) and hands the
-messages to :meth:`ViewModel.ingest <tiltstream.viz.model.ViewModel.ingest>`, which only stores
-references. The GUI never touches a socket and the receiver never waits for the GUI: the socket
+thread waits on both, takes *every* queued message of each socket
+(:meth:`~tiltstream.stream.transport.Subscriber.recv_all`: every tilt angle reaches the coverage
+plot, every volume of a DIP estimate — a burst of volumes at several times — reaches the DIP's time
+slider) and hands them to :meth:`ViewModel.ingest <tiltstream.viz.model.ViewModel.ingest>`, which
+only stores references (the model keeps the newest where only the newest matters). The GUI never touches a socket and the receiver never waits for the GUI: the socket
 queues are tiny (``rcvhwm``), so when the receiver falls behind ZeroMQ drops messages for this
 monitor only — the publisher never blocks — and the model counts them from the seq gaps.
 
@@ -26,7 +27,7 @@ __all__ = ["StreamReceiver"]
 
 log = logging.getLogger(__name__)
 
-_MAX_BATCH = 64
+_MAX_BATCH = 16  # messages taken per socket and wake-up: bounds what is held outside the model
 
 
 class StreamReceiver:
@@ -37,7 +38,9 @@ class StreamReceiver:
     model : the view model to fill.
     recon_endpoint : the reconstruction service's PUB endpoint (slices, volumes, metrics).
     frames_endpoint : the microscope's or simulator's frame PUB endpoint, or None.
-    rcvhwm : receive queue bound of the reconstruction socket, messages (latest wins).
+    rcvhwm : receive queue bound of the reconstruction socket, messages: room for one DIP estimate's
+        burst (its volumes and metrics) arriving while the thread is busy; memory is at most this
+        many published volumes.
     frames_rcvhwm : receive queue bound of the frame socket, messages. A little deeper, so a short
         pause of this process (garbage collection, a slow redraw holding the interpreter) does not
         cost tilt angles; memory is at most this many frames.
@@ -51,7 +54,7 @@ class StreamReceiver:
         recon_endpoint: str | None,
         frames_endpoint: str | None = None,
         *,
-        rcvhwm: int = 4,
+        rcvhwm: int = 8,
         frames_rcvhwm: int = 8,
         poll_ms: int = 50,
         context: Any = None,
@@ -114,18 +117,17 @@ class StreamReceiver:
     def _open(self) -> list[tuple[str, Any]]:
         from tiltstream.stream.transport import Subscriber  # noqa: PLC0415 (pyzmq only when used)
 
-        # max_drain=1: every message that reached this socket goes to the model (which only keeps
+        # recv_all: every message that reached this socket goes to the model (which only keeps
         # references), so seq gaps in the model are real losses, not messages this code skipped.
         subs: list[tuple[str, Any]] = []
         try:
             if self.recon_endpoint:
                 subs.append(("recon", Subscriber(self.recon_endpoint, rcvhwm=self.rcvhwm, context=self.context,
-                                                 curve=self.curve, name=f"monitor {self.recon_endpoint}",
-                                                 max_drain=1)))
+                                                 curve=self.curve, name=f"monitor {self.recon_endpoint}")))
             if self.frames_endpoint:
                 subs.append(("frames", Subscriber(self.frames_endpoint, rcvhwm=self.frames_rcvhwm,
                                                   context=self.context, curve=self.curve,
-                                                  name=f"monitor {self.frames_endpoint}", max_drain=1)))
+                                                  name=f"monitor {self.frames_endpoint}")))
         except BaseException:
             for _, sub in subs:
                 sub.close(0)
@@ -153,10 +155,8 @@ class StreamReceiver:
                 for _, sub in subs:
                     if sub.socket not in events:
                         continue
-                    for _ in range(_MAX_BATCH):  # drain what is queued, bounded so stop() is seen
-                        msg = sub.recv_latest(0)
-                        if msg is None:
-                            break
+                    # what is queued, bounded so that stop() and the other socket are seen
+                    for msg in sub.recv_all(0, _MAX_BATCH):
                         self.model.ingest(msg, time.monotonic())
                         self.received += 1
                 now = time.monotonic()

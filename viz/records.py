@@ -12,17 +12,36 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["TRACE_LABELS", "LOSS_WORDS", "ModelConfig", "ViewData", "FrameView", "CoverageData", "Status",
+__all__ = ["TRACE_LABELS", "LOSS_WORDS", "SOURCES", "trace_group", "ModelConfig", "ViewData", "FrameView", "CoverageData", "Status",
            "RateMeter", "SeqGaps"]
 
-#: Metric name -> (plot group, label); other metrics whose name mentions a loss or a held-out score
-#: are plotted in the "loss" group under their own name.
+#: Metric name -> (plot group, label). Other metrics whose name mentions a loss, residual or
+#: held-out score are plotted under their own name in the "loss" group. Of the DIP's metrics
+#: (``dip_*``) only held-out scores are plotted, in the "dip" group (the loss plot's right axis):
+#: its training loss is on an arbitrary scale and flatters the model; steps, frames and speed are
+#: counters, not scores.
 TRACE_LABELS: dict[str, tuple[str, str]] = {
     "sirt_residual": ("loss", "SIRT residual"),
+    "dip_heldout_nrmse": ("dip", "DIP held-out NRMSE"),
     "temperature_C": ("temperature", "temperature (°C)"),
     "dose_e_per_A2": ("dose", "dose (e⁻/Å²)"),
 }
-LOSS_WORDS = ("loss", "heldout", "held_out", "dip")
+LOSS_WORDS = ("loss", "heldout", "held_out", "residual", "nrmse")
+
+#: The reconstructions the monitor can show: the streaming SIRT (its live slices and published
+#: volumes, and any other non-DIP source) and the DIP's 4-D estimates (``volume/1`` with
+#: ``source="dip"``).
+SOURCES = ("sirt", "dip")
+
+
+def trace_group(name: str) -> str | None:
+    """The plot group of metric ``name`` (``"loss"``, ``"dip"``, ``"temperature"``, ``"dose"``), or None."""
+    if name in TRACE_LABELS:
+        return TRACE_LABELS[name][0]
+    low = name.lower()
+    if low.startswith("dip_"):
+        return "dip" if ("heldout" in low or "held_out" in low) else None
+    return "loss" if any(w in low for w in LOSS_WORDS) else None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -30,6 +49,7 @@ class ModelConfig:
     """Bounds and thresholds of the view model.
 
     history_volumes, history_bytes : ring-buffer bounds of the volume history (count, bytes).
+    dip_volumes, dip_bytes : bounds of the DIP estimate's volumes (count, bytes).
     trace_points, coverage_points : most points kept per trace and tilt angles kept for coverage.
     low_pct, high_pct : auto-levels percentiles.
     stall_after_s : no new frame for this long (wall s) while a series runs: say the stream stopped.
@@ -41,6 +61,8 @@ class ModelConfig:
 
     history_volumes: int = 64
     history_bytes: int = 1 << 30
+    dip_volumes: int = 64
+    dip_bytes: int = 1 << 28
     trace_points: int = 20000
     coverage_points: int = 20000
     low_pct: float = 0.5
@@ -64,6 +86,8 @@ class ViewData:
     seq, t_s, source : of the displayed data.
     received_s : monotonic time it arrived.
     key : changes whenever what is drawn changes (cheap redraw test).
+    n_frames_used : frames that went into the shown volume (None for live slices).
+    position : (i, n): the shown volume is the i-th (from 1) of the n the time slider covers.
     """
 
     xy: np.ndarray
@@ -79,6 +103,8 @@ class ViewData:
     source: str
     received_s: float
     key: tuple
+    n_frames_used: int | None = None
+    position: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -117,6 +143,35 @@ class CoverageData:
     max_gap_deg: float | None
     frames_total: int | None
 
+    @classmethod
+    def from_angles(cls, angles: np.ndarray, *, window_frames: float | None = None,
+                    tilt_range_deg: tuple[float, float] | None = None,
+                    frames_total: float | None = None) -> CoverageData:
+        """Coverage of ``angles`` (degrees, arrival order): the last ``window_frames`` are in the
+        window; the wedge and the gap are taken within ``tilt_range_deg`` (default: the angles' range)."""
+        n = angles.size
+        in_window = np.ones(n, dtype=bool)
+        if window_frames is not None and 0 < window_frames < n:
+            in_window[: n - int(window_frames)] = False
+        rng = tilt_range_deg
+        if rng is None and n:
+            rng = (float(angles.min()), float(angles.max()))
+        wedge: list[tuple[float, float]] = []
+        gap = None
+        if rng is not None:
+            lo, hi = max(-90.0, min(rng)), min(90.0, max(rng))
+            if lo > -90.0:
+                wedge.append((-90.0, lo))
+            if hi < 90.0:
+                wedge.append((hi, 90.0))
+            inside = np.sort(angles[in_window])
+            if inside.size:
+                edges = np.concatenate([[lo], np.clip(inside, lo, hi), [hi]])
+                gap = float(np.max(np.diff(edges)))
+        return cls(angles_deg=angles, in_window=in_window, newest_deg=float(angles[-1]) if n else None,
+                   tilt_range_deg=rng, wedge_deg=tuple(wedge), max_gap_deg=gap,
+                   frames_total=None if frames_total is None else int(frames_total))
+
 
 @dataclass(frozen=True)
 class Status:
@@ -133,6 +188,11 @@ class Status:
     rejected : messages the viewer's sockets rejected as invalid.
     message, level : a sentence for the operator and its severity (``"ok"``, ``"info"``, ``"warn"``,
         ``"error"``).
+    source : the reconstruction shown (``"sirt"`` or ``"dip"``, see :data:`SOURCES`).
+    dip_available : a DIP estimate has arrived in this series (the source can be switched).
+    dip_frames, dip_steps : frames the newest DIP estimate was fitted to, training steps so far.
+    dip_heldout_nrmse : its held-out score (NRMSE of the frames it never fitted; lower is better).
+    dip_age_s : wall seconds since the newest DIP estimate arrived.
     """
 
     recon_endpoint: str | None
@@ -149,6 +209,23 @@ class Status:
     rejected: int
     message: str
     level: str
+    source: str = "sirt"
+    dip_available: bool = False
+    dip_frames: int | None = None
+    dip_steps: int | None = None
+    dip_heldout_nrmse: float | None = None
+    dip_age_s: float | None = None
+
+    def dip_progress(self) -> str:
+        """E.g. ``"DIP 240 frames fitted, held-out NRMSE 0.123, 4 s ago"``; empty without DIP metrics."""
+        if self.dip_frames is None:
+            return ""
+        text = f"DIP {self.dip_frames} frames fitted"
+        if self.dip_heldout_nrmse is not None:
+            text += f", held-out NRMSE {self.dip_heldout_nrmse:.3f}"
+        if self.dip_age_s is not None:
+            text += f", {self.dip_age_s:.0f} s ago"
+        return text
 
     def summary(self) -> str:
         """One line of text, e.g. for logs and headless runs."""
@@ -163,6 +240,10 @@ class Status:
             f"latency {num(None if self.end_to_end_s is None else 1e3 * self.end_to_end_s, '.0f')} ms",
             f"dropped {self.frames_dropped}",
         ]
+        if self.dip_available or self.dip_frames is not None:
+            parts.append(f"showing {'DIP' if self.source == 'dip' else 'SIRT live'}")
+            if self.dip_frames is not None:
+                parts.append(self.dip_progress())
         if self.message:
             parts.append(self.message)
         return " | ".join(parts)

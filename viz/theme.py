@@ -12,6 +12,8 @@ THEME = {
     "dim": "#8a929d",
     "accent": "#ffb000",  # crosshair, newest angle
     "window": "#4fb3ff",  # angles in the reconstruction window
+    "sirt": "#4fb3ff",  # the streaming SIRT (live)
+    "dip": "#d58cff",  # the DIP estimate
     "old": "#56606d",
     "wedge": "#c0392b",
     "ok": "#3ecf6b",

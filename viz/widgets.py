@@ -19,11 +19,11 @@ from pyqtgraph.Qt import QtCore, QtGui, QtWidgets
 from tiltstream.viz import _qtfix
 from tiltstream.viz.colormaps import anchors, lut
 from tiltstream.viz.plots import CoveragePanel, TracesPanel
-from tiltstream.viz.records import FrameView, ViewData
+from tiltstream.viz.records import SOURCES, FrameView, ViewData
 from tiltstream.viz.slicing import histogram, percentile_levels
 from tiltstream.viz.theme import THEME, html
 
-__all__ = ["OrthoPanel", "FramePanel", "CoveragePanel", "TracesPanel", "THEME"]
+__all__ = ["OrthoPanel", "FramePanel", "SourceSelector", "CoveragePanel", "TracesPanel", "THEME"]
 
 _qtfix.install()  # a no-op unless this PySide6 build has the None-refcount bug (see _qtfix)
 
@@ -252,12 +252,19 @@ class OrthoPanel(pg.GraphicsLayoutWidget):
         cz, cy, cx = view.crosshair
         nz, ny, nx = self._shape or (0, 0, 0)
         slab = f" · slab {view.slab}" if view.slab > 1 else ""
-        self._set_label(self.title_xy, html(f"<b>XY</b>  z = {cz}/{nz}{slab}", size="9pt"))
-        self._set_label(self.title_yz, html(f"<b>YZ</b>  x = {cx}/{nx}", size="9pt"))
-        self._set_label(self.title_xz, html(f"<b>XZ</b>  y = {cy}/{ny}", size="9pt"))
-        what = "live slices" if view.live else "volume"
-        info = (html(f"t = {view.t_s:.1f} s", bold=True, size="11pt") + "<br>"
-                + html(f"{view.source} {what} #{view.seq}", color=THEME["dim"]) + "<br>"
+        dip = view.source == "dip"
+        tag = f" &nbsp;<b style='color:{THEME['dip']}'>DIP</b>" if dip else ""
+        self._set_label(self.title_xy, html(f"<b>XY</b>  z = {cz}/{nz}{slab}{tag}", size="9pt"))
+        self._set_label(self.title_yz, html(f"<b>YZ</b>  x = {cx}/{nx}{tag}", size="9pt"))
+        self._set_label(self.title_xz, html(f"<b>XZ</b>  y = {cy}/{ny}{tag}", size="9pt"))
+        if dip:
+            where = "" if view.position is None else f" · time point {view.position[0]}/{view.position[1]}"
+            what = (html("DIP space-time estimate", color=THEME["dip"], bold=True) + "<br>"
+                    + html(f"fitted to {view.n_frames_used} frames{where}", color=THEME["dim"]))
+        else:
+            kind = "live slices" if view.live else "volume"
+            what = html(f"{view.source} {kind} #{view.seq}", color=THEME["dim"])
+        info = (html(f"t = {view.t_s:.1f} s", bold=True, size="11pt") + "<br>" + what + "<br>"
                 + html("XY: x →, y ↓ (tilt axis) &nbsp;·&nbsp; XZ: z ↓ &nbsp;·&nbsp; YZ: z →",
                         color=THEME["dim"], size="8pt"))
         self._set_label(self.info, info)
@@ -387,6 +394,61 @@ class FramePanel(pg.GraphicsLayoutWidget):
     def panel_rect(self) -> QtCore.QRect:
         scene_rect = self.image.mapRectToScene(self.image.boundingRect())
         return self.mapFromScene(scene_rect).boundingRect()
+
+
+class SourceSelector(QtWidgets.QWidget):
+    """Two exclusive buttons, "SIRT live | DIP", choosing the reconstruction shown; hidden until
+    :meth:`set_state` says a DIP estimate is there.
+
+    Signals
+    -------
+    sourceChosen(str) : the operator clicked ``"sirt"`` or ``"dip"``.
+    """
+
+    sourceChosen = QtCore.Signal(str)
+
+    LABELS = {"sirt": "SIRT live", "dip": "DIP"}
+    TIPS = {
+        "sirt": "Streaming SIRT: updated with every frame (sliding window); the slider runs over its history",
+        "dip": "Deep-image-prior space-time estimate, refined in the background over the whole series; "
+               "the slider runs over the time points of its newest estimate",
+    }
+
+    def __init__(self, shown: str = "sirt", parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        lay = QtWidgets.QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.setSpacing(0)
+        self.group = QtWidgets.QButtonGroup(self)
+        self.group.setExclusive(True)
+        self.buttons: dict[str, QtWidgets.QPushButton] = {}
+        for i, name in enumerate(SOURCES):
+            b = QtWidgets.QPushButton(self.LABELS[name])
+            b.setCheckable(True)
+            b.setToolTip(self.TIPS[name])
+            b.setChecked(name == shown)
+            color = THEME[name]
+            side = "left" if i == 0 else "right"
+            b.setStyleSheet(
+                f"QPushButton {{ background: #262a30; color: {THEME['dim']}; border: 1px solid #3a3f47;"
+                f" padding: 3px 10px; border-radius: 0px; border-top-{side}-radius: 3px;"
+                f" border-bottom-{side}-radius: 3px; }}"
+                f"QPushButton:checked {{ background: {color}; color: #101214; border-color: {color}; }}")
+            b.clicked.connect(lambda _=False, n=name: self.sourceChosen.emit(n))
+            self.group.addButton(b)
+            self.buttons[name] = b
+            lay.addWidget(b)
+        self.setVisible(False)
+
+    def set_state(self, available: bool, shown: str) -> None:
+        """Visible when a DIP estimate is ``available``; the button of the reconstruction ``shown`` checked."""
+        if self.isHidden() == available:
+            self.setVisible(available)
+        for name, button in self.buttons.items():
+            if button.isChecked() != (name == shown):
+                button.blockSignals(True)
+                button.setChecked(name == shown)
+                button.blockSignals(False)
 
 
 def _si(value: float) -> str:

@@ -5,6 +5,10 @@ A :class:`QTimer` at a fixed display rate pulls from the :class:`~tiltstream.viz
 slices when the data or the cut changed, the raw frame when a new one came, the slower panels
 (coverage, traces, histogram, status) a few times a second. Images are drawn with
 ``setImage(..., autoLevels=False)``; levels come from the model (percentiles, or locked).
+
+When the stream carries DIP estimates, a "SIRT live | DIP" selector appears left of the time
+slider: the slices, the slider, the snapshot and the movie export follow the reconstruction chosen,
+and the status line says which one is shown and how far the DIP has got.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from tiltstream.viz import _qtfix
 from tiltstream.viz.colormaps import COLORMAPS
 from tiltstream.viz.export import history_frames, movie_formats, write_movie
 from tiltstream.viz.model import Status, ViewData, ViewModel
-from tiltstream.viz.widgets import THEME, CoveragePanel, FramePanel, OrthoPanel, TracesPanel
+from tiltstream.viz.widgets import THEME, CoveragePanel, FramePanel, OrthoPanel, SourceSelector, TracesPanel
 
 __all__ = ["MonitorWindow", "apply_dark_theme"]
 
@@ -134,6 +138,9 @@ class MonitorWindow(QtWidgets.QMainWindow):
         row = QtWidgets.QHBoxLayout(bar)
         row.setContentsMargins(8, 4, 8, 4)
         row.setSpacing(8)
+        self.source_box = SourceSelector(self.model.source)
+        self.source_box.sourceChosen.connect(self._on_source)
+        self.source_buttons = self.source_box.buttons
         self.live_button = QtWidgets.QPushButton("● LIVE")
         self.live_button.setCheckable(True)
         self.live_button.setChecked(True)
@@ -181,7 +188,7 @@ class MonitorWindow(QtWidgets.QMainWindow):
             if fmt not in formats:
                 act.setToolTip("needs imageio-ffmpeg or ffmpeg" if fmt == "mp4" else "needs Pillow")
         self.export_button.setMenu(menu)
-        for w in (self.live_button,):
+        for w in (self.source_box, self.live_button):
             row.addWidget(w)
         row.addWidget(self.slider, 1)
         row.addWidget(self.time_label)
@@ -203,13 +210,17 @@ class MonitorWindow(QtWidgets.QMainWindow):
         self.status_state = QtWidgets.QLabel()
         self.status_where = QtWidgets.QLabel()
         self.status_numbers = QtWidgets.QLabel()
+        self.status_source = QtWidgets.QLabel()
+        self.status_source.setStyleSheet(f"padding-left: 8px; border-left: 1px solid {THEME['old']};")
+        self.status_source.setVisible(False)
         self.status_message = QtWidgets.QLabel()
-        for w in (self.status_state, self.status_where, self.status_numbers):
+        for w in (self.status_state, self.status_where, self.status_numbers, self.status_source):
             w.setTextFormat(QtCore.Qt.TextFormat.RichText)
         self.status_message.setTextFormat(QtCore.Qt.TextFormat.RichText)
         sb.addWidget(self.status_state)
         sb.addWidget(self.status_where)
         sb.addWidget(self.status_numbers)
+        sb.addWidget(self.status_source)
         sb.addWidget(self.status_message, 1)
 
     def _style_live(self, live: bool) -> None:
@@ -219,6 +230,14 @@ class MonitorWindow(QtWidgets.QMainWindow):
         self.live_button.setText("● LIVE" if live else "○ LIVE")
 
     # -- control handlers ---------------------------------------------------------------------------
+    def _on_source(self, name: str) -> None:
+        self.model.set_source(name)
+        self._sync_source()
+        self.refresh(force=True)
+
+    def _sync_source(self) -> None:
+        self.source_box.set_state(self.model.dip_available, self.model.source)
+
     def _on_live(self, on: bool) -> None:
         self.model.set_follow_live(on)
         self._style_live(on)
@@ -321,7 +340,11 @@ class MonitorWindow(QtWidgets.QMainWindow):
             self.ortho.update_histogram(view, model.levels)
         self.coverage.set_coverage(model.coverage())
         self.traces.set_traces(model.traces())
-        self.traces.set_marker(None if view is None or model.follow_live else view.t_s)
+        # the marker says which time the slices show: when scrubbed back, and always for the DIP
+        # (its newest time point trails the newest frame)
+        marked = view is not None and (not model.follow_live or view.source == "dip")
+        self.traces.set_marker(view.t_s if marked else None)
+        self._sync_source()
         self._update_slider()
         self.show_status(model.status())
 
@@ -342,7 +365,11 @@ class MonitorWindow(QtWidgets.QMainWindow):
         times = self.model.history_times()
         t = times[idx] if idx < len(times) else float("nan")
         span = f"{times[0]:.0f}–{times[-1]:.0f} s" if len(times) else ""
-        self.time_label.setText(f"t = {t:.1f} s  ({idx + 1}/{n}, {span})")
+        dip = self.model.source == "dip"
+        prefix = "DIP " if dip else ""
+        self.time_label.setText(f"{prefix}t = {t:.1f} s  ({idx + 1}/{n}, {span})")
+        self.slider.setToolTip("Time points of the newest DIP estimate; drag to scrub" if dip else
+                               "History of published volumes (ring buffer); drag to scrub back")
 
     def show_status(self, st: Status) -> None:
         dot = {"live": THEME["ok"], "waiting": THEME["warn"], "stalled": THEME["warn"],
@@ -365,18 +392,38 @@ class MonitorWindow(QtWidgets.QMainWindow):
             f"display <b>{fmt(st.display_fps, '.0f', '')}</b> fps",
             f"latency <b>{fmt(lat, '.0f', ' ms')}</b>",
             f"<span style='color:{drop_color}'>dropped <b>{st.frames_dropped}</b> frames</span>"
-            f"<span style='color:{THEME['dim']}'> ({st.updates_dropped} updates skipped)</span>",
+            + (f"<span style='color:{THEME['dim']}'> ({st.updates_dropped} updates skipped)</span>"
+               if st.updates_dropped else ""),
         ]
         if st.rejected:
             numbers.append(f"<span style='color:{THEME['warn']}'>rejected {st.rejected}</span>")
         self.status_numbers.setText(" &nbsp;·&nbsp; ".join(numbers))
         for label in (self.status_state, self.status_where, self.status_numbers):
             label.setMinimumWidth(label.sizeHint().width())
+        self._show_source_status(st)
         message, level = st.message, st.level
         if self._notice is not None and time.monotonic() < self._notice[2]:
             message, level = self._notice[0], self._notice[1]
         color = THEME.get(level, THEME["text"])
         self.status_message.setText(f"<span style='color:{color}'>{message}</span>" if message else "")
+
+    def _show_source_status(self, st: Status) -> None:
+        """Which reconstruction is shown, and the DIP's progress (only for streams that carry a DIP)."""
+        if not (st.dip_available or st.dip_frames is not None):
+            self.status_source.setVisible(False)
+            return
+        name = SourceSelector.LABELS.get(st.source, st.source)
+        parts = [f"showing <b style='color:{THEME.get(st.source, THEME['text'])}'>{name}</b>"]
+        if st.dip_frames is not None:
+            dip = f"DIP <b>{st.dip_frames}</b> frames fitted"
+            if st.dip_heldout_nrmse is not None:
+                dip += f", held-out NRMSE <b>{st.dip_heldout_nrmse:.3f}</b>"
+            if st.dip_age_s is not None:
+                dip += f" <span style='color:{THEME['dim']}'>({st.dip_age_s:.0f} s ago)</span>"
+            parts.append(dip)
+        self.status_source.setText(" &nbsp;·&nbsp; ".join(parts))
+        self.status_source.setMinimumWidth(self.status_source.sizeHint().width())
+        self.status_source.setVisible(True)
 
     # -- output -------------------------------------------------------------------------------------
     def _out_path(self, stem: str, suffix: str) -> Path:
@@ -395,11 +442,12 @@ class MonitorWindow(QtWidgets.QMainWindow):
     def export_history(self, path: str | Path | None = None, *, fmt: str = "gif", fps: float = 4.0) -> Path:
         """Write the slice history (every volume in the ring buffer, cut at the crosshair) as a movie."""
         model = self.model
-        entries = list(model.history)
+        entries = model.entries()  # of the reconstruction shown
         if model.reference_shape is None or model.crosshair is None or not entries:
             self._say("Nothing to export yet: no volume received", level="warn")
             raise ValueError("history is empty: no volumes to export yet")
-        path = Path(path) if path is not None else self._out_path("tiltstream-slices", f".{fmt}")
+        stem = "tiltstream-dip-slices" if model.source == "dip" else "tiltstream-slices"
+        path = Path(path) if path is not None else self._out_path(stem, f".{fmt}")
         levels = model.levels if model.levels_locked else None
         frames = history_frames(entries, model.crosshair, model.reference_shape, slab=model.slab, levels=levels,
                                 colormap=model.colormap)

@@ -7,9 +7,10 @@ import time
 import numpy as np
 import pytest
 
-from tiltstream.stream.messages import SlicesMsg, VolumeMsg
+from tiltstream.stream.garbage import send_garbage
+from tiltstream.stream.messages import FrameMsg, MetricsMsg, SlicesMsg, StartMsg, VolumeMsg
 from tiltstream.stream.sockets import tcp_endpoint
-from tiltstream.stream.transport import Publisher
+from tiltstream.stream.transport import Publisher, Subscriber
 from tiltstream.viz import ModelConfig, StreamReceiver, ViewModel
 
 SID = "feedc0de" * 4
@@ -47,6 +48,17 @@ def publish_burst(pub, first, n, pause_s=0.0):
         if pause_s:
             time.sleep(pause_s)
     return took
+
+
+def send_series(tx, s, pause_s=0.0):
+    """start/1 and every frame of the simulated series ``s`` (no end/1), ``pause_s`` apart."""
+    tx.send(StartMsg(stream_id=SID, frame_shape=s.frames.shape[1:], dtype="float32", scheme="golden",
+                     pixel_nm=s.pixel_nm))
+    for i in range(len(s)):
+        tx.send(FrameMsg(seq=i, stream_id=SID, angle_deg=float(s.angles_deg[i]), t_s=float(s.times_s[i]),
+                         exposure_s=0.1, data=s.frames[i]))
+        if pause_s:
+            time.sleep(pause_s)
 
 
 @pytest.fixture
@@ -130,7 +142,6 @@ def test_real_service_late_joiner_sees_state_at_once_and_two_monitors_agree():
     from tiltstream.recon.service import ReconService
     from tiltstream.recon.streaming import StreamingParams
     from tiltstream.sim import make_phantom, simulate_series
-    from tiltstream.stream.messages import FrameMsg, StartMsg
     from tiltstream.stream.transport import FrameSender
 
     s = simulate_series(make_phantom("nanorod", size=20, static=True), n_frames=24, blur=False)
@@ -144,11 +155,7 @@ def test_real_service_late_joiner_sees_state_at_once_and_two_monitors_agree():
         try:
             with StreamReceiver(early, svc.pub_endpoint):
                 time.sleep(0.3)
-                tx.send(StartMsg(stream_id=SID, frame_shape=s.frames.shape[1:], dtype="float32", scheme="golden",
-                                 pixel_nm=s.pixel_nm))
-                for i in range(len(s)):
-                    tx.send(FrameMsg(seq=i, stream_id=SID, angle_deg=float(s.angles_deg[i]), t_s=float(s.times_s[i]),
-                                     exposure_s=0.1, data=s.frames[i]))
+                send_series(tx, s)
                 assert wait_for(lambda: early.metrics().get("frames_seen") == len(s), 20.0)
                 time.sleep(0.5)
                 late = ViewModel(recon_endpoint=svc.pub_endpoint)
@@ -166,3 +173,104 @@ def test_real_service_late_joiner_sees_state_at_once_and_two_monitors_agree():
             stop.set()
             runner.join(10)
             svc.close()
+
+
+def dip_burst(first_seq, n_frames, times, edge=48):
+    """One DIP estimate as the service publishes it: a volume per time point, then its metrics."""
+    out = [VolumeMsg(stream_id=SID, seq=first_seq + k, t_s=t, data=np.full((edge, edge, edge), t, np.float32),
+                     source="dip", n_frames_used=n_frames) for k, t in enumerate(times)]
+    out.append(MetricsMsg(stream_id=SID, seq=first_seq + len(times), t_s=times[-1],
+                          values={"dip_frames": float(n_frames), "dip_heldout_nrmse": 0.2}))
+    return out
+
+
+def test_subscriber_recv_all_returns_every_queued_message_in_order_validated_and_bounded(rng):
+    with Publisher(tcp_endpoint(0), sndhwm=64) as pub, Subscriber(pub.endpoint, rcvhwm=64) as sub:
+        assert wait_for(lambda: pub.poll_subscriptions() or pub.new_subscribers, 3.0)
+        assert sub.recv_all(timeout_ms=20) == []  # nothing queued: empty after the wait, no hang
+        for seq in range(5):
+            pub.send(volume(seq, edge=4))
+            send_garbage(pub, rng, 2)
+        assert wait_for(lambda: sub.socket.poll(0), 3.0)
+        time.sleep(0.2)  # let all fifteen arrive
+        first = sub.recv_all(timeout_ms=100, max_messages=6)  # six reads: four of them valid or fewer
+        rest = sub.recv_all(timeout_ms=100)
+        got = [m.seq for m in first + rest]
+        assert got == [0, 1, 2, 3, 4]  # all, in order: nothing skipped for a newer one
+        assert len(first) < 5 and sub.stats().rejected == 10 and sub.stats().skipped == 0
+        with pytest.raises(ValueError, match="at least 1"):
+            sub.recv_all(0, max_messages=0)
+
+
+def test_receiver_gets_every_volume_of_a_dip_burst_even_while_the_model_is_slow():
+    """A DIP estimate is a burst of volumes at several times: the monitor must get every one (a
+    receiver that keeps only the newest would leave the DIP's time slider with one point)."""
+    # The publisher must queue a whole burst per subscriber: with the viewer default (sndhwm=2)
+    # ZeroMQ drops part of a burst before it leaves the publisher, whatever the monitor does.
+    with Publisher(tcp_endpoint(0), sndhwm=32) as pub:
+        model = ViewModel(recon_endpoint=pub.endpoint)
+        real_ingest = model.ingest
+
+        def busy_ingest(msg, received_s=None):
+            time.sleep(0.005)  # the GUI thread holding the interpreter now and then
+            return real_ingest(msg, received_s)
+
+        model.ingest = busy_ingest
+        with StreamReceiver(model, pub.endpoint):
+            assert wait_for(lambda: pub.poll_subscriptions() or pub.new_subscribers, 3.0)
+            times = [0.0, 8.0, 16.0, 24.0, 32.0, 40.0, 48.0, 56.0]
+            for k, n_frames in enumerate((30, 45, 60)):
+                scaled = [t * (k + 1) / 3 for t in times]
+                for msg in dip_burst(100 * k, n_frames, scaled):
+                    pub.send(msg)
+                pub.send(slices(k + 1))  # the SIRT goes on in between
+                time.sleep(0.05)
+            assert wait_for(lambda: model.metrics().get("dip_frames") == 60, 5.0)
+        assert [e.t_s for e in model.dip] == [t * 3 / 3 for t in times]
+        assert {e.n_frames_used for e in model.dip} == {60}
+        assert model.dip.estimates == 3 and model.status().dip_frames == 60
+        model.set_source("dip")
+        assert model.n_history == 8 and model.view().t_s == 56.0
+
+
+@pytest.mark.timeout(90)
+def test_real_service_with_online_dip_fills_the_dip_view_apart_from_the_sirt():
+    from tiltstream.recon.dip import DipParams
+    from tiltstream.recon.dip.online import OnlineDipConfig
+    from tiltstream.recon.engine import EngineConfig
+    from tiltstream.recon.service import ReconService
+    from tiltstream.recon.streaming import StreamingParams
+    from tiltstream.sim import make_phantom, simulate_series
+    from tiltstream.stream.messages import EndMsg
+    from tiltstream.stream.transport import FrameSender
+
+    s = simulate_series(make_phantom("nanorod", size=20, static=True), n_frames=32, blur=False)
+    cfg = EngineConfig(streaming=StreamingParams(window_frames=24, subset_size=8), device="cpu", volume_period_s=0.2)
+    dip = OnlineDipConfig(params=DipParams(mlp_width=32, mlp_depth=2, decoder_width=16, batch_frames=4,
+                                           heldout_fraction=0.0, device="cpu"),
+                          min_frames=8, publish_period_s=0.3, n_times=3, device="cpu", nice=0)
+    with FrameSender(tcp_endpoint(0)) as tx:
+        svc = ReconService(tx.endpoint, tcp_endpoint(0), cfg, dip=dip)
+        stop = threading.Event()
+        runner = threading.Thread(target=svc.run, args=(stop,), kwargs={"until_end": True}, daemon=True)
+        runner.start()
+        model = ViewModel(recon_endpoint=svc.pub_endpoint)
+        try:
+            with StreamReceiver(model, svc.pub_endpoint):
+                time.sleep(0.3)
+                send_series(tx, s, pause_s=0.03)
+                assert wait_for(lambda: model.dip_available, 30.0), "no DIP volume reached the monitor"
+                tx.send(EndMsg(stream_id=SID, n_frames=len(s), reason="done"))
+                runner.join(30)
+                time.sleep(0.3)
+        finally:
+            stop.set()
+            runner.join(10)
+            svc.close()
+    assert all(e.source == "dip" and e.data.shape == (20, 20, 20) for e in model.dip)
+    assert model.n_history > 0 and all(e.source == "sirt" for e in model.history)
+    assert model.source == "sirt" and model.view().source == "sirt"
+    model.set_source("dip")
+    times = model.history_times()
+    assert model.view().source == "dip" and model.view().t_s == times[-1] and np.all(np.diff(times) > 0)
+    assert times[-1] <= s.times_s[-1] + 1e-6

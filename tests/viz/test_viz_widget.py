@@ -65,7 +65,10 @@ def corr(a, b) -> float:
 
 def check_panel(window, name, expected, min_corr=0.9):
     """The panel's pixels match ``expected`` (rows down, cols right) far better than any flip/transpose."""
-    pixels = to_gray(window.panel_image(name))
+    check_pixels(name, to_gray(window.panel_image(name)), expected, min_corr)
+
+
+def check_pixels(name, pixels, expected, min_corr=0.9):
     h, w = pixels.shape
     rows, cols = expected.shape
     assert pixels.std() > 10, f"{name}: blank panel"
@@ -209,5 +212,70 @@ def test_controls_drive_the_model(app, phantom_volume, tmp_path):
         assert w.save_snapshot().parent == tmp_path
         gif = w.export_history(fmt="gif")
         assert gif.exists() and gif.suffix == ".gif"
+    finally:
+        dispose(w)
+
+
+def bin2(vol: np.ndarray) -> np.ndarray:
+    z, y, x = (n // 2 for n in vol.shape)
+    return vol[:2 * z, :2 * y, :2 * x].reshape(z, 2, y, 2, x, 2).mean(axis=(1, 3, 5)).astype(np.float32)
+
+
+def test_dip_selected_the_panels_slider_status_and_snapshot_show_the_dip(app, phantom_volume, tmp_path):
+    """A SIRT stream plus DIP estimates of another object (binned ×2): the selector appears, and with
+    DIP chosen the panels, the slider, the status line and the saved PNG show the DIP volume."""
+    other = make_phantom("nanorod", shape=SHAPE, axis_tilt_deg=-50.0, axis_elevation_deg=-20.0, static=True)
+    dip_full = other.contrast(0.0, 1.8).astype(np.float32)
+    dip_full /= dip_full.max()
+    nz, ny, nx = SHAPE
+    # markers where the SIRT volume has none: XY bottom left, XZ bottom right, YZ (z mid, y low)
+    dip_full[nz // 2 - 2:nz // 2 + 2, ny - 10:ny - 2, 2:12] = 1.0
+    dip_full[nz - 8:nz - 2, ny // 2 - 2:ny // 2 + 2, nx - 14:nx - 4] = 1.0
+    dip_full[2:8, ny - 12:ny - 4, nx // 2 - 2:nx // 2 + 2] = 1.0
+    dip = bin2(dip_full)  # (12, 18, 25): the DIP publishes binned volumes
+    model = ViewModel()
+    model.ingest(VolumeMsg(stream_id=SID, seq=1, t_s=50.0, data=phantom_volume, source="sirt", n_frames_used=60,
+                           voxel_nm=0.4))
+    w = make_window(app, model)
+    try:
+        pump(app, 0.3)
+        assert w.source_box.isHidden() and not w.status_source.isVisibleTo(w)  # SIRT only: no selector
+        for k, t in enumerate((0.0, 24.0, 48.0)):
+            model.ingest(VolumeMsg(stream_id=SID, seq=k, t_s=t, data=dip * (1 + k), source="dip", n_frames_used=72,
+                                   voxel_nm=0.8))
+        model.ingest(MetricsMsg(stream_id=SID, seq=3, t_s=48.0, values={
+            "dip_steps": 900.0, "dip_frames": 72.0, "dip_loss": 0.01, "dip_heldout_nrmse": 0.183}))
+        w.refresh(force=True)
+        assert not w.source_box.isHidden() and w.source_buttons["sirt"].isChecked()
+        check_panel(w, "xy", phantom_volume[nz // 2])  # still the SIRT until the operator switches
+        w.source_buttons["dip"].click()
+        assert model.source == "dip" and w._last_view.source == "dip" and w._last_view.t_s == 48.0
+        cz, cy, cx = (c * m // n for c, m, n in zip(model.crosshair, dip.shape, SHAPE))
+        expected = {"xy": dip[cz], "xz": dip[:, cy, :], "yz": dip[:, :, cx].T}
+        for name, slice_ in expected.items():
+            check_panel(w, name, slice_)
+        # The slider runs over the DIP's time points; the status line names the source and the progress.
+        assert w.slider.maximum() == 2 and w.slider.value() == 2 and w.time_label.text().startswith("DIP t = 48.0 s")
+        text = w.status_source.text()
+        assert "DIP</b>" in text and "72</b> frames fitted" in text and "0.183" in text
+        assert w.status_source.isVisibleTo(w)
+        assert "dip_heldout_nrmse" in w.traces.curves and w.traces.plots["loss"].getAxis("right").isVisible()
+        w.slider.setValue(0)
+        assert w._last_view.t_s == 0.0 and not model.follow_live
+        assert w.traces.markers[0].isVisible() and w.traces.markers[0].value() == 0.0
+        # The saved PNG, not only the live widget, shows the DIP in the XY panel.
+        png = w.save_snapshot(tmp_path / "dip.png")
+        shot = QtGui.QImage(str(png))
+        rect = w.ortho.panel_rect("xy")
+        rect.moveTopLeft(w.ortho.mapTo(w, rect.topLeft()))
+        pixels = to_gray(shot.copy(rect))
+        check_pixels("snapshot xy", pixels, dip[cz])
+        sirt_xy = phantom_volume[nz // 2]
+        assert corr(shrink(pixels, sirt_xy.shape), sirt_xy) < 0.5  # not the SIRT volume
+        # And back: the SIRT again.
+        w.source_buttons["sirt"].click()
+        assert model.source == "sirt"
+        check_panel(w, "xy", phantom_volume[nz // 2])
+        assert not w.time_label.text().startswith("DIP")
     finally:
         dispose(w)
