@@ -61,13 +61,25 @@ def test_gif_of_the_slice_history(tmp_path, vol):
         history_frames([], (0, 0, 0), vol.shape)
 
 
-def test_mp4_written_or_clear_install_hint(tmp_path, vol):
-    frames = [orthoview_rgb(vol, (5, 8, 11), min_height=64)] * 3
-    if ffmpeg_executable() is None:
-        with pytest.raises(RuntimeError, match="imageio-ffmpeg"):
-            write_movie(frames, tmp_path / "slices.mp4")
-    else:
-        assert write_movie(frames, tmp_path / "slices.mp4").stat().st_size > 0
+def test_mp4_of_the_slice_history(tmp_path, vol):
+    frames = [orthoview_rgb(vol, (5, 8, 11), min_height=64), orthoview_rgb(vol, (4, 7, 10), min_height=64)] * 3
+    assert ffmpeg_executable() is not None  # imageio-ffmpeg is a dependency: MP4 export works everywhere
+    path = write_movie(frames, tmp_path / "slices.mp4", fps=4)
+    head = path.read_bytes()[:12]
+    assert head[4:8] == b"ftyp"  # an ISO base-media (MP4) file
+    probe = subprocess.run([ffmpeg_executable(), "-v", "error", "-i", str(path), "-f", "null", "-"],
+                           capture_output=True, text=True, timeout=60)
+    assert probe.returncode == 0, probe.stderr
+    with pytest.raises(ValueError, match=r"expected every frame"):
+        write_movie([frames[0], frames[0][:-2]], tmp_path / "bad.mp4")
+
+
+def test_mp4_without_ffmpeg_names_the_install(tmp_path, vol, monkeypatch):
+    from tiltstream.viz import export
+
+    monkeypatch.setattr(export, "ffmpeg_executable", lambda: None)
+    with pytest.raises(RuntimeError, match="imageio-ffmpeg"):
+        write_movie([orthoview_rgb(vol, (5, 8, 11), min_height=64)], tmp_path / "slices.mp4")
 
 
 def test_view_command_registers_and_checks_its_arguments():
