@@ -19,10 +19,11 @@ def device(request) -> str:
     return request.param
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def one_torch_thread():
-    """torch on one CPU thread for the test (alignment runs many small FFTs and solves: on 2 shared
-    cores a thread pool only spins), restored afterwards."""
+    """torch on one CPU thread for a test module (alignment runs many small reconstructions: on 2
+    shared cores a thread pool only spins), restored afterwards. Module-scoped, so module fixtures
+    that request it run on one thread too."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

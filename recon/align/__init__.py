@@ -27,6 +27,13 @@ from tiltstream.recon.align.live import LiveAligner, LiveAlignParams, LiveShift
 from tiltstream.recon.align.matching import MatchingParams, MatchingResult, projection_matching
 from tiltstream.recon.align.normalize import Normalization, normalize_frames
 from tiltstream.recon.align.pipeline import AlignParams, Alignment, align_series, apply_alignment
+from tiltstream.recon.align.rotation import (
+    RotationParams,
+    axis_angle_from_bands,
+    carry_alignment,
+    rotate_shifts,
+    specimen_track,
+)
 from tiltstream.recon.align.transform import transform_frames
 from tiltstream.recon.align.xcorr import RegistrationFilter, register
 
@@ -41,9 +48,12 @@ __all__ = [
     "MatchingResult",
     "Normalization",
     "RegistrationFilter",
+    "RotationParams",
     "align_series",
     "apply_alignment",
+    "axis_angle_from_bands",
     "axis_drift",
+    "carry_alignment",
     "centre_of_mass_drift",
     "estimate_axis_direction",
     "estimate_axis_offset",
@@ -52,6 +62,8 @@ __all__ = [
     "projection_matching",
     "reference_drift",
     "register",
+    "rotate_shifts",
+    "specimen_track",
     "split_gauge",
     "transform_frames",
 ]

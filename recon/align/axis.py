@@ -36,6 +36,7 @@ __all__ = [
     "estimate_axis_offset",
     "reprojection_residual",
     "shift_columns",
+    "signal_rows",
 ]
 
 log = logging.getLogger(__name__)
@@ -126,6 +127,16 @@ def estimate_axis_direction(
     s_best, k, a_best = best
     return AxisDirection(tilt_axis_angle_deg=90.0 * k + a_best, quarter_turns=k % 4, residual_deg=a_best,
                          residual=s_best, scores=scores, candidates=found)
+
+
+def signal_rows(frames: np.ndarray, max_rows: int) -> np.ndarray:
+    """Indices of at most ``max_rows`` rows, evenly spread over the rows that carry signal (energy
+    over 5 % of the strongest row's) of frames (N, Y, U)."""
+    energy = np.sum(np.asarray(frames, dtype=np.float64) ** 2, axis=(0, 2))
+    rows = np.flatnonzero(energy > 0.05 * energy.max()) if energy.max() > 0 else np.arange(energy.size)
+    if rows.size > max_rows:
+        rows = rows[np.linspace(0, rows.size - 1, max_rows).round().astype(int)]
+    return rows
 
 
 def shift_columns(frames: np.ndarray, shift_px: float) -> np.ndarray:
@@ -239,10 +250,7 @@ def estimate_axis_offset(
     f = np.asarray(frames, dtype=np.float32)
     if f.ndim != 3:
         raise ValueError(f"frames: expected (N, Y, U), got shape {f.shape}")
-    energy = np.sum(f.astype(np.float64) ** 2, axis=(0, 2))
-    rows = np.flatnonzero(energy > 0.05 * energy.max()) if energy.max() > 0 else np.arange(f.shape[1])
-    if rows.size > max_rows:
-        rows = rows[np.linspace(0, rows.size - 1, max_rows).round().astype(int)]
+    rows = signal_rows(f, max_rows)
     residual = _Residual(f[:, rows, :], angles_deg, iterations=iterations, vol_z=f.shape[2], device=device,
                          groups=groups)
     res = minimize_scalar(residual, bounds=(initial_px - search_px, initial_px + search_px), method="bounded",

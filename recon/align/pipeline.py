@@ -13,7 +13,11 @@
    neighbour correlations in angle order), and the tilt-axis offset (:mod:`.drift`);
 4. projection matching (:mod:`.matching`), against reconstructions from time windows when the
    frames of a short time span cover the tilt range (golden-ratio acquisition), so a particle
-   that changes shape is matched against itself as it was at that time.
+   that changes shape is matched against itself as it was at that time;
+5. the in-plane angle checked against the tilt-axis offsets of bands of rows (:mod:`.rotation`),
+   alternating with projection matching: it decides where the profile estimate was not trusted
+   (on real data: a needle that runs out of the field of view), and overrides a trusted one only
+   where the two clearly disagree.
 
 The result, :class:`Alignment`, is geometry plus per-frame corrections; :meth:`Alignment.apply`
 resamples frames once (rotation and shifts together), and the tilt-axis offset stays in the
@@ -34,6 +38,7 @@ from tiltstream.recon.align.axis import estimate_axis_direction, estimate_axis_o
 from tiltstream.recon.align.drift import axis_drift, centre_of_mass_drift, neighbour_drift, split_gauge
 from tiltstream.recon.align.matching import MatchingParams, bin_frames, projection_matching
 from tiltstream.recon.align.normalize import Normalization, normalize_frames
+from tiltstream.recon.align.rotation import RotationParams, axis_angle_from_bands, carry_alignment, specimen_track
 from tiltstream.recon.align.transform import oriented_shape, transform_frames
 
 __all__ = ["AlignParams", "Alignment", "align_series", "apply_alignment", "is_interleaved", "validate_series"]
@@ -52,6 +57,9 @@ class AlignParams:
     tilt_axis_angle_deg : the in-plane tilt-axis angle of the frames if known (IMOD convention);
         None: start from 0.
     estimate_rotation : refine the tilt-axis direction within ±rotation_search_deg of the start.
+    refine_rotation : then check it against the tilt-axis offsets of bands of rows, alternating with
+        projection matching (:mod:`.rotation`; ``rotation_params``): decides where the profile
+        estimate was not trusted, overrides it where the two clearly disagree.
     detect_quarter_turn : also try the axis along the columns (when the file does not say).
     rotation_search_deg : half-width of the in-plane angle search.
     coarse : first drift estimate across the axis: ``"com"`` (centre of mass: an isolated particle),
@@ -64,6 +72,7 @@ class AlignParams:
     window_frames : frames per time window for ``dynamic``.
     matching_params : projection-matching settings (its ``time_window_frames`` is set from
         ``dynamic``/``window_frames``).
+    rotation_params : settings of ``refine_rotation``.
     """
 
     normalize: bool = True
@@ -79,6 +88,8 @@ class AlignParams:
     dynamic: bool | None = None
     window_frames: int = 24
     matching_params: MatchingParams = field(default_factory=MatchingParams)
+    refine_rotation: bool = True
+    rotation_params: RotationParams = field(default_factory=RotationParams)
 
     def __post_init__(self) -> None:
         if self.coarse not in COARSE:
@@ -273,6 +284,7 @@ def align_series(
     small, _ = bin_frames(work, factor)
     angle = float(p.tilt_axis_angle_deg or 0.0)
     axis_info: dict[str, Any] = {"search_binning": factor}
+    profiles_trusted = False
     if p.estimate_rotation:
         first = estimate_axis_direction(small, order=order, search_deg=p.rotation_search_deg,
                                         detect_quarter_turn=p.detect_quarter_turn, initial_deg=angle)
@@ -302,6 +314,7 @@ def align_series(
                                              detect_quarter_turn=False, initial_deg=0.0)
             angle = profile_angle + second.tilt_axis_angle_deg
             axis_info["profile_residual"] = second.residual
+            profiles_trusted = True
         else:
             log.info("tilt-axis direction: the profile estimate %.2f° %s; kept %.2f°", profile_angle,
                      "is at the edge of the search" if at_edge else "fits worse", angle)
@@ -314,17 +327,24 @@ def align_series(
     axis_info["coarse_residual"] = residual
     timings["coarse_s"] = time.perf_counter() - t
 
-    # -- projection matching ------------------------------------------------------------------------
+    # -- projection matching, alternating with the in-plane angle ---------------------------------
     match_info: dict[str, Any] = {}
+    mp = replace(p.matching_params, time_window_frames=p.window_frames if dynamic else None)
     if p.matching:
         t = time.perf_counter()
-        mp = replace(p.matching_params, time_window_frames=p.window_frames if dynamic else None)
         res = projection_matching(oriented, angles, shifts_px=shifts, axis_offset_px=offset, times_s=times, params=mp)
         shifts, offset = res.shifts_px, res.axis_offset_px
-        match_info = {"dynamic": dynamic, "rounds": res.rounds, "converged": res.converged,
-                      "max_update_px": res.max_update_px, "reprojection_nrmse": res.reprojection_nrmse,
-                      "params": asdict(mp)}
+        match_info = _matching_info(res, dynamic, mp)
         timings["matching_s"] = time.perf_counter() - t
+    if p.estimate_rotation and p.refine_rotation:
+        t = time.perf_counter()
+        angle, shifts, offset, rounds = _refine_rotation(work, angles, times, angle, shifts, offset, p, mp, groups,
+                                                         profiles_trusted)
+        axis_info["refinement"] = rounds
+        rematched = [r["matching"] for r in rounds if "matching" in r]
+        if rematched:
+            match_info["after_rotation"] = rematched[-1]
+        timings["rotation_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
     shifts, const, _ = split_gauge(shifts, angles)
     info = {"coarse": p.coarse, "axis": axis_info, "matching": match_info, "timings": timings,
@@ -334,6 +354,49 @@ def align_series(
     return Alignment(shifts_px=shifts, axis_offset_px=offset + const, tilt_axis_angle_deg=angle,
                      input_shape=(int(f.shape[1]), int(f.shape[2])), frame_shape=oriented_shape(f.shape[1:], angle),
                      normalization=norm, info=info)
+
+
+def _matching_info(res: Any, dynamic: bool, mp: MatchingParams) -> dict[str, Any]:
+    return {"dynamic": dynamic, "rounds": res.rounds, "converged": res.converged, "max_update_px": res.max_update_px,
+            "reprojection_nrmse": res.reprojection_nrmse, "params": asdict(mp)}
+
+
+def _refine_rotation(work: np.ndarray, angles: np.ndarray, times: np.ndarray, angle: float, shifts: np.ndarray,
+                     offset: float, p: AlignParams, mp: MatchingParams, groups: list[np.ndarray] | None,
+                     profiles_trusted: bool) -> tuple[float, np.ndarray, float, list[dict[str, Any]]]:
+    """The in-plane angle from band offsets (:func:`~.rotation.axis_angle_from_bands`), alternating
+    with projection matching at the new angle until it moves less than ``tol_deg`` (or, after the
+    first round, less than twice the estimate's standard error).
+
+    A trusted profile angle stands unless the bands disagree by more than ``agree_deg`` and
+    ``agree_sigmas`` standard errors. Drifts estimated at one angle are carried to the next with the
+    specimen's trajectory (:func:`~.rotation.carry_alignment`) and re-matched there.
+    """
+    rp = p.rotation_params
+    rounds: list[dict[str, Any]] = []
+    for _ in range(rp.max_rounds):
+        corrected = transform_frames(work, tilt_axis_angle_deg=angle, shifts_px=shifts)
+        delta, stderr, info = axis_angle_from_bands(corrected, angles, axis_offset_px=offset, groups=groups, params=rp)
+        info["start_deg"] = angle
+        rounds.append(info)
+        if profiles_trusted and (abs(delta) <= rp.agree_deg or abs(delta) <= rp.agree_sigmas * stderr):
+            info["kept"] = "the profile angle (the bands agree within their precision)"
+            break
+        profiles_trusted = False
+        delta = float(np.clip(delta, -p.rotation_search_deg, p.rotation_search_deg))
+        if abs(delta) < max(rp.tol_deg, 2.0 * stderr if len(rounds) > 1 else 0.0):
+            break  # converged: the move is within twice the estimate's own standard error
+        track = specimen_track(work, angles, tilt_axis_angle_deg=angle, shifts_px=shifts)
+        shifts, offset = carry_alignment(shifts, offset, track, angles, delta)
+        angle += delta
+        log.debug("tilt-axis angle %.3f° from the band offsets (%+.3f° ± %.3f°)", angle, delta, stderr)
+        if not p.matching:
+            break  # nothing re-estimates the drifts at the new angle
+        oriented = transform_frames(work, tilt_axis_angle_deg=angle)
+        res = projection_matching(oriented, angles, shifts_px=shifts, axis_offset_px=offset, times_s=times, params=mp)
+        shifts, offset = res.shifts_px, res.axis_offset_px
+        info["matching"] = _matching_info(res, groups is not None, mp)
+    return angle, shifts, offset, rounds
 
 
 def _rough_centring(frames: np.ndarray, angles: np.ndarray) -> np.ndarray:

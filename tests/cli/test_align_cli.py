@@ -16,7 +16,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def drifting(tmp_path_factory):
+def drifting(tmp_path_factory, one_torch_thread):
     out = tmp_path_factory.mktemp("align") / "drift.h5"
     assert main(["simulate", "--phantom", "nanorod", "--size", "40", "--frames", "60", "--static", "--drift", "0.04",
                  "--jitter", "1.0", "--axis-offset", "2.5", "--dose", "5000", "--seed", "4", "--out", str(out)]) == 0
