@@ -184,7 +184,9 @@ def main() -> int:
                                            "seconds": time.perf_counter() - t,
                                            "note": f"axis {alignment.tilt_axis_angle_deg:.2f}°, offset "
                                                    f"{alignment.axis_offset_px:.2f} px, "
-                                                   f"{alignment.info['matching'].get('rounds')} matching rounds"}
+                                                   f"{alignment.info['matching'].get('rounds')} matching rounds, "
+                                                   f"{len(alignment.info['axis'].get('refinement', []))} band-angle "
+                                                   f"rounds"}
 
     etspy_version = None
     if not args.no_etspy:
