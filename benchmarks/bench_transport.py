@@ -62,7 +62,8 @@ import zmq
 from tiltstream.stream.messages import FrameMsg, Limits, StartMsg
 from tiltstream.stream.protocol import SeqTracker, pack, unpack
 from tiltstream.stream.sockets import tcp_endpoint
-from tiltstream.stream.transport import DEFAULT_HWM, FrameReceiver, FrameSender, _Intake
+from tiltstream.stream.intake import Intake
+from tiltstream.stream.transport import DEFAULT_HWM, FrameReceiver, FrameSender
 from tiltstream.stream.validation import check_finite_data
 
 VARIANTS = ("bare", "tiltstream", "no-finite")
@@ -326,11 +327,11 @@ def cost_split(size: int) -> dict[str, float]:
 
     out["sequence tracking"] = per_call_us(observe, len(many))
     many_parts = [[pack(m)[0], frames[i % len(frames)][1]] for i, m in enumerate(many)]
-    intake = [_Intake("bench", on)]
+    intake = [Intake("bench", on)]
 
     def accept(i: int) -> None:
         if i == 0:
-            intake[0] = _Intake("bench", on)
+            intake[0] = Intake("bench", on)
         if intake[0].accept(many_parts[i]) is None:
             raise RuntimeError(f"bench: frame {i} rejected")
 
