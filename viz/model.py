@@ -130,6 +130,7 @@ class ViewModel:
         self._last_any_s: float | None = None
         self._ended: EndMsg | None = None
         self._e2e_s: float | None = None
+        self._e2e_key: tuple | None = None  # the view whose latency _e2e_s is
         self._notice: tuple[str, float] | None = None
 
     def _accept_series(self, stream_id: str, now: float) -> bool:
@@ -387,7 +388,9 @@ class ViewModel:
             self._n_displayed += 1
             self._display.add(now, self._n_displayed)
             lat = self._metrics.get("latency_s")
-            if view is not None and view.live and lat is not None:
+            # measured when live data is first drawn: redrawing it later (a stopped stream) is no delay
+            if view is not None and view.live and lat is not None and view.key != self._e2e_key:
+                self._e2e_key = view.key
                 self._e2e_s = float(lat) + max(0.0, now - view.received_s)
 
     # -- levels and colormap ------------------------------------------------------------------------

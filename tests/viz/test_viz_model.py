@@ -207,7 +207,10 @@ def test_status_rates_drops_latency_and_stream_messages():
     clock.t += 0.02
     m.note_displayed(v)
     assert m.status().end_to_end_s == pytest.approx(0.08 + 0.02 + 0.0, abs=1e-6)
-    clock.t += 6.0
+    clock.t += 3.0
+    m.note_displayed(m.view())  # the same slices drawn again 3 s later (stream stopped): no new delay
+    assert m.status().end_to_end_s == pytest.approx(0.1, abs=1e-6)
+    clock.t += 3.0
     m.ingest(metrics(60, latency_s=0.08))  # the service still talks, but no new frames
     st = m.status()
     assert st.state == "stalled" and "No new frames for 6 s" in st.message and st.frames_per_s == 0.0
