@@ -386,7 +386,7 @@ def _refine_rotation(work: np.ndarray, angles: np.ndarray, times: np.ndarray, an
         delta = float(np.clip(delta, -p.rotation_search_deg, p.rotation_search_deg))
         if abs(delta) < max(rp.tol_deg, 2.0 * stderr if len(rounds) > 1 else 0.0):
             break  # converged: the move is within twice the estimate's own standard error
-        track = specimen_track(work, angles, tilt_axis_angle_deg=angle, shifts_px=shifts)
+        track = specimen_track(corrected, angles)
         shifts, offset = carry_alignment(shifts, offset, track, angles, delta)
         angle += delta
         log.debug("tilt-axis angle %.3f° from the band offsets (%+.3f° ± %.3f°)", angle, delta, stderr)

@@ -35,7 +35,7 @@ import numpy as np
 from tiltstream.recon.align.axis import estimate_axis_offset, signal_rows
 from tiltstream.recon.align.drift import gauge_basis, split_gauge
 from tiltstream.recon.align.matching import bin_frames
-from tiltstream.recon.align.transform import rotation_matrix_rc, transform_frames
+from tiltstream.recon.align.transform import rotation_matrix_rc
 
 __all__ = ["RotationParams", "axis_angle_from_bands", "rotate_shifts", "specimen_track", "carry_alignment"]
 
@@ -83,30 +83,22 @@ def rotate_shifts(shifts_px: np.ndarray, delta_deg: float) -> np.ndarray:
     return np.asarray(shifts_px, dtype=np.float64) @ rotation_matrix_rc(-float(delta_deg)).T
 
 
-def specimen_track(frames: np.ndarray, angles_deg: np.ndarray, *, tilt_axis_angle_deg: float,
-                   shifts_px: np.ndarray, max_size: int = 128) -> np.ndarray:
-    """(N, 2) where the specimen is in each aligned, drift-corrected frame: (row, col) px from the
-    frame centre, as the trajectory of one point (its centre of mass): the mean row, and in the
-    columns the sinusoid ``o + x₀·cosθ + z₀·sinθ`` fitted to the per-frame centres of mass.
-
-    ``frames`` are background-free frames as stored (negative values are ignored); the centres are
-    measured on a copy binned to at most ``max_size`` pixels.
+def specimen_track(frames: np.ndarray, angles_deg: np.ndarray) -> np.ndarray:
+    """(N, 2) where the specimen is in each aligned, drift-corrected frame (N, Y, U): (row, col) px
+    from the frame centre, as the trajectory of one point (its centre of mass): the mean row, and in
+    the columns the sinusoid ``o + x₀·cosθ + z₀·sinθ`` fitted to the per-frame centres of mass.
+    Background-free frames; negative values are ignored.
     """
-    f = np.asarray(frames, dtype=np.float32)
-    angles = np.asarray(angles_deg, dtype=np.float64)
-    factor = max(1, math.ceil(max(f.shape[1:]) / max_size))
-    binned, _ = bin_frames(f, factor)
-    aligned = np.clip(transform_frames(binned, tilt_axis_angle_deg=tilt_axis_angle_deg,
-                                       shifts_px=np.asarray(shifts_px, dtype=np.float64) / factor), 0.0, None)
+    aligned = np.clip(np.asarray(frames, dtype=np.float32), 0.0, None)
     mass = aligned.sum(axis=(1, 2), dtype=np.float64)
     n, ny, nu = aligned.shape
     if np.any(mass <= 0):
         return np.zeros((n, 2))
     rows = (aligned.sum(axis=2, dtype=np.float64) @ (np.arange(ny) - (ny - 1) / 2)) / mass
     cols = (aligned.sum(axis=1, dtype=np.float64) @ (np.arange(nu) - (nu - 1) / 2)) / mass
-    basis = gauge_basis(angles)
+    basis = gauge_basis(np.asarray(angles_deg, dtype=np.float64))
     coef, *_ = np.linalg.lstsq(basis, cols, rcond=None)
-    return factor * np.stack([np.full(n, rows.mean()), basis @ coef], axis=1)
+    return np.stack([np.full(n, rows.mean()), basis @ coef], axis=1)
 
 
 def carry_alignment(shifts_px: np.ndarray, axis_offset_px: float, track_px: np.ndarray, angles_deg: np.ndarray,

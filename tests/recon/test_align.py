@@ -211,7 +211,8 @@ def test_band_refinement_finds_the_angle_from_a_wrong_start_and_keeps_a_trusted_
     kept, _, _, rounds = _refine_rotation(work, c["angles"], c["times"], al.tilt_axis_angle_deg, al.shifts_px,
                                           al.axis_offset_px, p, mp, None, True)
     assert kept == al.tilt_axis_angle_deg and "kept" in rounds[0]
-    track = specimen_track(work, c["angles"], tilt_axis_angle_deg=al.tilt_axis_angle_deg, shifts_px=al.shifts_px)
+    track = specimen_track(transform_frames(work, tilt_axis_angle_deg=al.tilt_axis_angle_deg, shifts_px=al.shifts_px),
+                           c["angles"])
     assert track.shape == (N_FRAMES, 2) and np.all(np.isfinite(track))
 
 
