@@ -27,7 +27,7 @@ import torch
 from tiltstream.recon.dip.online import DipEstimate, OnlineDip, OnlineDipConfig
 from tiltstream.recon.engine import EngineConfig, ReconEngine
 from tiltstream.stream.protocol import EndMsg, FrameMsg, MetricsMsg, StartMsg, VolumeMsg
-from tiltstream.stream.transport import FrameReceiver, Publisher
+from tiltstream.stream.transport import DEFAULT_VIEWER_HWM, FrameReceiver, Publisher
 
 __all__ = ["ReconService", "ServiceStats"]
 
@@ -95,7 +95,10 @@ class ReconService:
     ):
         self.engine = ReconEngine(config)
         self.receiver = FrameReceiver(frames_endpoint, bind=bind, curve=curve, name="recon")
-        self.publisher = Publisher(pub_endpoint, curve=pub_curve) if pub_endpoint else None
+        # Room per subscriber for one DIP estimate (n_times volumes + its metrics, which close the
+        # estimate for a monitor) beside the SIRT's slices and metrics: a burst is kept whole.
+        hwm = DEFAULT_VIEWER_HWM if dip is None else max(DEFAULT_VIEWER_HWM, dip.n_times + 3)
+        self.publisher = Publisher(pub_endpoint, curve=pub_curve, sndhwm=hwm) if pub_endpoint else None
         self.resend_period_s = float(resend_period_s)
         self.stats = ServiceStats()
         self._inbox: deque[tuple[object, float]] = deque()
