@@ -44,8 +44,8 @@ log = logging.getLogger(__name__)
 def _online_params() -> DipParams:
     # a smaller generator than offline (it must keep up on a CPU beside the streaming SIRT) and no
     # held-out split from the params: the online data hold out every k-th frame themselves
-    return DipParams(steps=10**9, mlp_width=128, decoder_width=48, batch_frames=8, lr=2e-3, eval_every=10**9,
-                     heldout_fraction=0.0, ema_decay=0.98)
+    return DipParams(steps=10**9, mlp_width=128, decoder_width=48, batch_frames=8, lr=2e-3, lr_half_life=500.0,
+                     eval_every=10**9, heldout_fraction=0.0, ema_decay=0.98)
 
 
 @dataclass(frozen=True)
