@@ -4,7 +4,8 @@
 ``series.rawtlt`` (else ``series.tlt``) one tilt angle per frame, in degrees. Optional
 ``series.csv`` (the angle/time CSV of :mod:`tiltstream.stream.sidecars`) adds frame times,
 exposures and extra fields; its angles must agree with the tilt file (or replace it when there is
-none). The pixel size comes from the MRC header (Å, converted to nm). The tilt-axis angle comes
+none). The pixel size comes from the MRC header (Å, converted to nm; a cell equal to the grid, 1 Å, is
+the writers' "unset" and gives an unknown pixel size). The tilt-axis angle comes
 from an FEI extended header ("Tilt axis angle", assumed to follow the same convention), else an IMOD/SerialEM label such as
 ``"Tilt axis angle = 85.3, binning = 1"``, else a ``# tilt_axis_angle_deg=`` CSV comment.
 Without times the frame index is used.
@@ -105,7 +106,12 @@ def open_mrc(path: Path) -> RawSeries:
         fields.setdefault("tilt_axis_source", axis_source)
     voxel_a = float(header.cella.x) / (int(header.mx) or nx)  # cell size in Å over sampling
     voxel_ay = float(header.cella.y) / (int(header.my) or ny)
-    if "pixel_nm" not in fields and voxel_a > 0 and np.isfinite(voxel_a):
+    if "pixel_nm" not in fields and voxel_a == 1.0 and voxel_ay == 1.0:
+        # a cell equal to the grid (1 Å pixels) is what IMOD and mrcfile-based writers leave when the
+        # pixel size is unknown; reporting 0.1 nm would be a guess dressed up as a measurement
+        _log.info("%s: header pixel size is exactly 1 A, the value writers leave when it is unset; "
+                  "pixel size treated as unknown", path)
+    elif "pixel_nm" not in fields and voxel_a > 0 and np.isfinite(voxel_a):
         fields["pixel_nm"] = float(f"{voxel_a / 10.0:.7g}")  # header holds float32 Å
         if abs(voxel_ay - voxel_a) > 1e-4 * voxel_a:
             _log.warning("%s: x and y pixel sizes differ (%g, %g A); using x", path, voxel_a, voxel_ay)

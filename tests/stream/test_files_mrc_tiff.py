@@ -64,6 +64,19 @@ def test_mrc_with_tlt_only_imod_style(tmp_path, rng):
     assert r.exposure_s is None
 
 
+def test_mrc_cell_equal_to_the_grid_means_pixel_size_unknown(tmp_path, rng):
+    """IMOD writes a cell equal to the grid (1 Å pixels) when it has no pixel size; that is not 0.1 nm."""
+    frames = rng.normal(size=(3, Y, U)).astype(np.float32)
+    for voxel, expected in ((1.0, None), (0.0, None), (3.36, 0.336)):
+        with mrcfile.new(tmp_path / "unset.mrc", overwrite=True) as m:
+            m.set_data(frames)
+            m.set_image_stack()
+            m.voxel_size = voxel
+        (tmp_path / "unset.tlt").write_text("-30\n0\n30\n")
+        r = read_series(tmp_path / "unset.mrc")
+        assert r.pixel_nm == (None if expected is None else pytest.approx(expected)), voxel
+
+
 def test_tiff_stack_round_trip(tmp_path, rng):
     s = make_series(rng)
     write_tiff_series(tmp_path / "stack.tif", s)
