@@ -36,6 +36,7 @@ __all__ = [
     "estimate_axis_offset",
     "reprojection_residual",
     "shift_columns",
+    "row_energy",
     "signal_rows",
 ]
 
@@ -129,10 +130,14 @@ def estimate_axis_direction(
                          residual=s_best, scores=scores, candidates=found)
 
 
-def signal_rows(frames: np.ndarray, max_rows: int) -> np.ndarray:
+def row_energy(frames: np.ndarray) -> np.ndarray:
+    """(Y,) signal energy of each row of frames (N, Y, U), summed over frames and columns."""
+    return np.sum(np.asarray(frames, dtype=np.float64) ** 2, axis=(0, 2))
+
+
+def signal_rows(energy: np.ndarray, max_rows: int) -> np.ndarray:
     """Indices of at most ``max_rows`` rows, evenly spread over the rows that carry signal (energy
-    over 5 % of the strongest row's) of frames (N, Y, U)."""
-    energy = np.sum(np.asarray(frames, dtype=np.float64) ** 2, axis=(0, 2))
+    over 5 % of the strongest row's), from their :func:`row_energy`."""
     rows = np.flatnonzero(energy > 0.05 * energy.max()) if energy.max() > 0 else np.arange(energy.size)
     if rows.size > max_rows:
         rows = rows[np.linspace(0, rows.size - 1, max_rows).round().astype(int)]
@@ -250,7 +255,7 @@ def estimate_axis_offset(
     f = np.asarray(frames, dtype=np.float32)
     if f.ndim != 3:
         raise ValueError(f"frames: expected (N, Y, U), got shape {f.shape}")
-    rows = signal_rows(f, max_rows)
+    rows = signal_rows(row_energy(f), max_rows)
     residual = _Residual(f[:, rows, :], angles_deg, iterations=iterations, vol_z=f.shape[2], device=device,
                          groups=groups)
     res = minimize_scalar(residual, bounds=(initial_px - search_px, initial_px + search_px), method="bounded",

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tiltstream.recon.align.axis import estimate_axis_offset, signal_rows
+from tiltstream.recon.align.axis import estimate_axis_offset, row_energy, signal_rows
 from tiltstream.recon.align.drift import gauge_basis, split_gauge
 from tiltstream.recon.align.matching import bin_frames
 from tiltstream.recon.align.transform import rotation_matrix_rc
@@ -147,13 +147,13 @@ def axis_angle_from_bands(
         raise ValueError(f"frames: expected (N, Y, U), got shape {f.shape}")
     factor = max(1, math.ceil(max(f.shape[1:]) / p.max_size))
     fb, centre_shift = bin_frames(f, factor)
-    rows = signal_rows(fb, fb.shape[1])
+    energy = row_energy(fb)
+    rows = signal_rows(energy, fb.shape[1])
     if rows.size < 2 * p.n_bands:
         raise ValueError(f"frames: expected at least {2 * p.n_bands} rows with signal for {p.n_bands} bands, "
                          f"got {rows.size}")
     heights, offsets = [], []
     start = (axis_offset_px - centre_shift) / factor
-    energy = np.sum(fb.astype(np.float64) ** 2, axis=(0, 2))
     for band in np.array_split(rows, p.n_bands):
         o = estimate_axis_offset(fb[:, band, :], angles_deg, initial_px=start, search_px=p.search_px / factor,
                                  tol_px=0.02, groups=groups)
