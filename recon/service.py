@@ -94,7 +94,7 @@ class ReconService:
         dip: OnlineDipConfig | None = None,
     ):
         self.engine = ReconEngine(config)
-        self.receiver = FrameReceiver(frames_endpoint, bind=bind, curve=curve, name="recon")
+        self.receiver = FrameReceiver(frames_endpoint, bind=bind, curve=curve, name="recon", require_start=True)
         # Room per subscriber for one DIP estimate (n_times volumes + its metrics, which close the
         # estimate for a monitor) beside the SIRT's slices and metrics: a burst is kept whole.
         hwm = DEFAULT_VIEWER_HWM if dip is None else max(DEFAULT_VIEWER_HWM, dip.n_times + 3)
@@ -142,6 +142,8 @@ class ReconService:
             self.engine.handle(FrameMsg(seq=i, stream_id=sid, angle_deg=float(series.angles_deg[i]),
                                         t_s=float(series.times_s[i]), exposure_s=0.0,
                                         data=np.ascontiguousarray(series.frames[i], dtype=np.float32)))
+        seqs = series.extra.get("seq")  # a tiltstream recording numbers its frames; other files do not
+        self.receiver.expect_series(sid, None if seqs is None or not len(seqs) else int(np.max(seqs)))
         self.engine.step()
         passes = 4 * -(-keep // self.engine.config.streaming.subset_size)  # four sweeps over the window
         self.engine.estimator.update(steps=passes)

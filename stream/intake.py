@@ -10,11 +10,13 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tiltstream.stream.messages import FrameMsg, Limits, Message
+from tiltstream.stream.authority import Peer, PeerTable, SeriesAuthority
+from tiltstream.stream.messages import EndMsg, FrameMsg, Limits, Message, StartMsg
 from tiltstream.stream.protocol import try_unpack
 from tiltstream.stream.sockets import CurveClientConfig, CurveConfig
 from tiltstream.stream.tracking import RejectCounter, SeqResult, SeqStatus, SeqTracker, sequence_key
@@ -60,18 +62,60 @@ class ReceiverStats:
 
 
 class Intake:
-    """Validation and sequence bookkeeping shared by FrameReceiver and Subscriber."""
+    """Validation, sender authority and sequence bookkeeping shared by FrameReceiver and Subscriber.
 
-    def __init__(self, name: str, limits: Limits, gap_log_level: int = logging.WARNING) -> None:
+    Parameters
+    ----------
+    name : label for log lines.
+    limits : what the codec accepts; ``limits.max_seq_jump`` bounds a plausible jump in ``seq``.
+    gap_log_level : logging level of gap lines.
+    peers : the socket's peer table (None: every message is trusted as the same sender).
+    require_start : frames (and end/1) of a series whose ``start/1`` was not seen are rejected
+        (``no_start``) instead of starting a series: the lossless path, where a series is sized by
+        its start. A viewer joins mid-way and takes what comes.
+
+    A message that jumps ahead in its sequence by more than ``max_seq_jump`` is held back: the next
+    message of that sequence decides. If it continues from the held one, both are accepted (a real
+    gap); if it continues the old sequence, the held one is dropped (``implausible_seq``). So one
+    forged ``seq`` cannot make the rest of a series look old. Accepted messages released late wait
+    in :attr:`ready`; callers take those before reading their socket again.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        limits: Limits,
+        gap_log_level: int = logging.WARNING,
+        *,
+        peers: PeerTable | None = None,
+        require_start: bool = False,
+    ) -> None:
         self.name = name
         self.limits = limits
         self.gap_log_level = gap_log_level
+        self.require_start = require_start
+        self.peers = peers
+        self.authority = SeriesAuthority(peers)
         self.rejects = RejectCounter(name=name)
         self.trackers: dict[str, SeqTracker] = {}
         self.received = 0
         self.gaps = 0
         self.series = 0
         self.last_result: SeqResult | None = None
+        self.ready: deque[Message] = deque()
+        self._held: dict[str, tuple[Message, Peer | None]] = {}
+
+    def expect_series(self, stream_id: str, last_seq: int | None) -> None:
+        """Follow ``stream_id`` as if its start/1 and frames up to ``last_seq`` had arrived (resume)."""
+        tracker = self._tracker("series")
+        tracker.begin(stream_id)
+        tracker.last_seq = last_seq
+
+    def _tracker(self, key: str) -> SeqTracker:
+        tracker = self.trackers.get(key)
+        if tracker is None:
+            tracker = self.trackers[key] = SeqTracker(gap_log_level=self.gap_log_level)
+        return tracker
 
     def accept(self, parts: Parts) -> Message | None:
         if type(parts) is not list:
@@ -79,16 +123,69 @@ class Intake:
         msg = try_unpack(parts, self.rejects, limits=self.limits)
         if msg is None:
             return None
+        peer = None if self.peers is None else self.peers.peer(parts)
         key = "series" if type(msg) is FrameMsg else sequence_key(msg.NAME)
-        tracker = self.trackers.get(key)
-        if tracker is None:
-            tracker = self.trackers[key] = SeqTracker(gap_log_level=self.gap_log_level)
+        tracker = self._tracker(key)
+        released = None
+        if key in self._held:
+            held, held_peer = self._held.pop(key)
+            if self._continues(held, msg):
+                released = held if self._admit(held, key, tracker, held_peer) else None
+            else:
+                self.rejects.count("implausible_seq", f"{_what(held)}: the sequence did not continue from it")
+        if self._jump(tracker, msg) > self.limits.max_seq_jump:
+            self._held[key] = (msg, peer)
+            return released
+        if not self._admit(msg, key, tracker, peer):
+            return released
+        if released is not None:
+            self.ready.append(msg)
+            return released
+        return msg
+
+    @staticmethod
+    def _position(msg: Message) -> int | None:
+        """Where a message puts its sequence: its seq, or for end/1 the count of frames announced."""
+        if isinstance(msg, EndMsg):
+            return msg.n_frames - 1
+        return getattr(msg, "seq", None)
+
+    def _continues(self, held: Message, msg: Message) -> bool:
+        pos, base = self._position(msg), self._position(held)
+        return (msg.stream_id == held.stream_id and pos is not None and base is not None
+                and 0 <= pos - base <= self.limits.max_seq_jump)
+
+    def _jump(self, tracker: SeqTracker, msg: Message) -> int:
+        """How far ``msg`` jumps ahead of what its sequence expects next (0 for start/1)."""
+        pos = self._position(msg)
+        if pos is None:
+            return 0
+        if msg.stream_id != tracker.current:
+            return pos  # a series seen first mid-way counts from 0
+        return pos - (0 if tracker.last_seq is None else tracker.last_seq + 1)
+
+    def _admit(self, msg: Message, key: str, tracker: SeqTracker, peer: Peer | None) -> bool:
+        """Authority and sequence checks of one decoded message; False if it is dropped (counted)."""
+        series = key == "series"
+        if series and not self.authority.allowed(peer):
+            self.rejects.count(
+                "foreign_sender",
+                f"{_what(msg)} from {peer}: the series belongs to sender {self.authority.owner}, "
+                "still connected",
+            )
+            return False
+        if (series and self.require_start and not isinstance(msg, StartMsg) and msg.stream_id != tracker.current
+                and not tracker.is_stale(msg.stream_id)):
+            self.rejects.count("no_start", f"{_what(msg)}: expected start/1 of the series first")
+            return False
         result = tracker.observe(msg)
         if result.status is not SeqStatus.OK and not self._noted(msg, result):
-            return None
+            return False
+        if series:
+            self.authority.accepted(peer)
         self.received += 1
         self.last_result = result
-        return msg
+        return True
 
     def _noted(self, msg: Message, result: SeqResult) -> bool:
         """Count and log an unusual sequence outcome; False if the message is to be dropped."""
@@ -123,3 +220,8 @@ class Intake:
             series=self.series,
             skipped=skipped,
         )
+
+
+def _what(msg: Message) -> str:
+    seq = getattr(msg, "seq", None)
+    return f"{msg.type_string} of series {msg.stream_id!r}" + ("" if seq is None else f" seq {seq}")

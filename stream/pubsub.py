@@ -19,6 +19,8 @@ import time
 from collections.abc import Iterator
 import zmq
 
+from tiltstream.stream.authority import PeerTable, new_sender_metadata
+from tiltstream.stream.budget import default_budget_bytes, part_limit_bytes
 from tiltstream.stream.intake import Curve, Intake, Parts, ReceiverStats, wait_ms
 from tiltstream.stream.messages import DEFAULT_LIMITS, Limits, Message
 from tiltstream.stream.protocol import pack
@@ -54,7 +56,7 @@ class Publisher(BaseSocket):
         limits: Limits = DEFAULT_LIMITS,
         zero_copy: bool = False,
     ) -> None:
-        options = {zmq.SNDHWM: int(sndhwm), zmq.XPUB_VERBOSE: 1}
+        options = {zmq.SNDHWM: int(sndhwm), zmq.XPUB_VERBOSE: 1, zmq.METADATA: new_sender_metadata()}
         super().__init__(zmq.XPUB, endpoint, bind=bind, context=context, curve=curve, options=options)
         self.limits = limits
         self.zero_copy = bool(zero_copy)
@@ -91,6 +93,8 @@ class Subscriber(BaseSocket):
     rcvhwm : queue bound, messages.
     context, curve, limits, name : as for :class:`FrameReceiver`.
     max_drain : most messages read by one :meth:`recv_latest` call.
+    memory_budget : bytes this viewer may hold queued; a larger part disconnects its sender
+        (default :func:`~tiltstream.stream.budget.default_budget_bytes`).
     """
 
     def __init__(
@@ -104,11 +108,17 @@ class Subscriber(BaseSocket):
         limits: Limits = DEFAULT_LIMITS,
         name: str | None = None,
         max_drain: int = 256,
+        memory_budget: int | None = None,
     ) -> None:
-        options = {zmq.RCVHWM: int(rcvhwm), zmq.SUBSCRIBE: b""}
+        max_part = part_limit_bytes(
+            default_budget_bytes() if memory_budget is None else memory_budget, rcvhwm,
+            8 * max(limits.max_frame_elements, limits.max_volume_elements),
+        )
+        options = {zmq.RCVHWM: int(rcvhwm), zmq.SUBSCRIBE: b"", zmq.MAXMSGSIZE: max_part}
         super().__init__(zmq.SUB, endpoint, bind=bind, context=context, curve=curve, options=options)
+        self._peers = PeerTable(self._socket)
         # a viewer's gaps are drops it expects and counts (stats, status line): logged at INFO
-        self._intake = Intake(name or f"subscriber {self.endpoint}", limits, logging.INFO)
+        self._intake = Intake(name or f"subscriber {self.endpoint}", limits, logging.INFO, peers=self._peers)
         self.max_drain = int(max_drain)
         self.skipped = 0
 
@@ -145,12 +155,21 @@ class Subscriber(BaseSocket):
             raise ValueError(f"max_messages: expected at least 1, got {max_messages}")
         return list(self._received(timeout_ms, max_messages))
 
+    def close(self, linger_ms: int | None = None) -> None:
+        """Close the socket (idempotent)."""
+        self._peers.close()
+        super().close(linger_ms)
+
     def _received(self, timeout_ms: int, max_reads: int) -> Iterator[Message]:
         """Wait up to ``timeout_ms`` for the first accepted message, then yield it and every one
         already queued behind it; at most ``max_reads`` messages (rejected ones included) are read."""
         deadline = time.monotonic() + max(0, timeout_ms) / 1000
         got = False
         reads = 0
+        ready = self._intake.ready
+        while ready:
+            got = True
+            yield ready.popleft()
         while reads < max_reads:
             wait = 0 if got else wait_ms(deadline)
             if not self._socket.poll(wait, zmq.POLLIN):
@@ -166,6 +185,8 @@ class Subscriber(BaseSocket):
             if msg is not None:
                 got = True
                 yield msg
+                while ready:
+                    yield ready.popleft()
 
     def _drain(self, timeout_ms: int) -> tuple[dict[str, Message], Message | None, int]:
         by_type: dict[str, Message] = {}

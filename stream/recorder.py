@@ -168,7 +168,7 @@ class Recorder:
         self.on_ack = on_ack
         self.receiver = FrameReceiver(
             endpoint, bind=bind, rcvhwm=rcvhwm, context=context, curve=curve, limits=limits,
-            name=f"recorder {endpoint}",
+            name=f"recorder {endpoint}", require_start=True,
         )
         self.endpoint = self.receiver.endpoint
         self.frames_written = 0

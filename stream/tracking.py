@@ -29,6 +29,7 @@ __all__ = [
     "sequence_key",
     "RejectCounter",
     "SEQ_REASONS",
+    "RECEIVER_REASONS",
 ]
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,14 @@ _REJECTED = frozenset({SeqStatus.DUPLICATE, SeqStatus.OUT_OF_ORDER, SeqStatus.ST
 #: Reject reasons for messages that decode but are out of sequence (``SeqStatus.value`` of the
 #: statuses whose :attr:`SeqResult.accepted` is False).
 SEQ_REASONS: frozenset[str] = frozenset(status.value for status in _REJECTED)
+
+#: Every reason a receiver gives for a message that decodes but is not taken: the ordering reasons,
+#: a sender that is not the series' owner (``foreign_sender``), frames of a series never started
+#: (``no_start``), a forged jump ahead in ``seq`` (``implausible_seq``), and the consumers' own
+#: (``series_mismatch``, ``unexpected_type``, ``over_budget``).
+RECEIVER_REASONS: frozenset[str] = SEQ_REASONS | {
+    "foreign_sender", "no_start", "implausible_seq", "series_mismatch", "unexpected_type", "over_budget",
+}
 
 
 class SeqResult(NamedTuple):
@@ -99,7 +108,8 @@ class SeqTracker:
         self.n_missing = 0
         self.n_rejected = 0
 
-    def _is_stale(self, stream_id: str) -> bool:
+    def is_stale(self, stream_id: str) -> bool:
+        """Whether ``stream_id`` is an earlier or ended series."""
         return stream_id in self._old_set
 
     def _retire_current(self) -> None:
@@ -130,7 +140,7 @@ class SeqTracker:
 
     def begin(self, stream_id: str) -> SeqResult:
         """Record a ``start/1`` of ``stream_id``."""
-        if self._is_stale(stream_id):
+        if self.is_stale(stream_id):
             return self._result(SeqStatus.STALE, stream_id, None)
         if stream_id == self.current:
             return self._result(SeqStatus.DUPLICATE, stream_id, None)
@@ -146,7 +156,7 @@ class SeqTracker:
             return SeqResult(SeqStatus.OK, stream_id, seq)
         if seq < 0:
             raise ValueError(f"seq: expected >= 0, got {seq}")
-        if self._is_stale(stream_id):
+        if self.is_stale(stream_id):
             return self._result(SeqStatus.STALE, stream_id, seq)
         if stream_id != self.current:
             self._retire_current()
@@ -162,7 +172,7 @@ class SeqTracker:
 
     def finish(self, stream_id: str, n_frames: int) -> SeqResult:
         """Record an ``end/1`` saying ``n_frames`` were sent; the series becomes stale."""
-        if self._is_stale(stream_id):
+        if self.is_stale(stream_id):
             return self._result(SeqStatus.STALE, stream_id, None)
         if stream_id != self.current:
             self._retire_current()

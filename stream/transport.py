@@ -50,6 +50,8 @@ from typing import Any
 
 import zmq
 
+from tiltstream.stream.budget import default_budget_bytes, part_limit_bytes
+from tiltstream.stream.authority import PeerTable, new_sender_metadata
 from tiltstream.stream.intake import MAX_TIMEOUT_MS, Curve, Intake, Parts, ReceiverStats, wait_ms
 from tiltstream.stream.messages import DEFAULT_LIMITS, Limits, Message
 from tiltstream.stream.protocol import pack
@@ -113,7 +115,8 @@ class FrameSender(BaseSocket):
     ) -> None:
         super().__init__(
             zmq.PUSH, endpoint, bind=bind, context=context, curve=curve,
-            options={zmq.SNDHWM: int(sndhwm)}, linger_ms=linger_ms, own_context=True,
+            options={zmq.SNDHWM: int(sndhwm), zmq.METADATA: new_sender_metadata()},
+            linger_ms=linger_ms, own_context=True,
         )
         self.timeout_ms = int(timeout_ms)
         self.limits = limits
@@ -280,7 +283,12 @@ class FrameReceiver(BaseSocket):
     limits : what :func:`~tiltstream.stream.protocol.unpack` accepts.
     name : label for log lines; default ``"receiver <endpoint>"``.
     max_part_bytes : peers sending a larger single part are disconnected by ZeroMQ; default the
-        largest array ``limits`` allows, in float64.
+        largest array ``limits`` allows, in float64, or what ``memory_budget`` allows for a queue
+        of ``rcvhwm`` messages, whichever is smaller.
+    memory_budget : bytes this receiver may hold queued (default
+        :func:`~tiltstream.stream.budget.default_budget_bytes`).
+    require_start : reject frames and end/1 of a series whose start/1 was not seen (``no_start``):
+        consumers that size a series from its start (recorder, reconstruction) set it.
     """
 
     def __init__(
@@ -294,13 +302,29 @@ class FrameReceiver(BaseSocket):
         limits: Limits = DEFAULT_LIMITS,
         name: str | None = None,
         max_part_bytes: int | None = None,
+        memory_budget: int | None = None,
+        require_start: bool = False,
     ) -> None:
         if max_part_bytes is None:
-            max_part_bytes = 8 * max(limits.max_frame_elements, limits.max_volume_elements)
+            max_part_bytes = part_limit_bytes(
+                default_budget_bytes() if memory_budget is None else memory_budget, rcvhwm,
+                8 * max(limits.max_frame_elements, limits.max_volume_elements),
+            )
         options = {zmq.RCVHWM: int(rcvhwm), zmq.MAXMSGSIZE: int(max_part_bytes)}
         super().__init__(zmq.PULL, endpoint, bind=bind, context=context, curve=curve, options=options)
-        self._intake = Intake(name or f"receiver {self.endpoint}", limits)
+        self._peers = PeerTable(self._socket)
+        self._intake = Intake(name or f"receiver {self.endpoint}", limits, peers=self._peers,
+                              require_start=require_start)
         self._rcvtimeo: int | None = None  # the socket's RCVTIMEO, ms, as last set
+
+    def expect_series(self, stream_id: str, last_seq: int | None) -> None:
+        """Take the frames after ``last_seq`` of ``stream_id`` without its start/1 (a resumed series)."""
+        self._intake.expect_series(stream_id, last_seq)
+
+    def close(self, linger_ms: int | None = None) -> None:
+        """Close the socket (idempotent)."""
+        self._peers.close()
+        super().close(linger_ms)
 
     @property
     def rejects(self) -> RejectCounter:
@@ -322,6 +346,8 @@ class FrameReceiver(BaseSocket):
         Rejected messages are counted and skipped while the time lasts (and a bounded number
         more after it, so a flood of garbage cannot keep the caller here).
         """
+        if self._intake.ready:
+            return self._intake.ready.popleft()
         deadline = time.monotonic() + max(0, timeout_ms) / 1000
         wait = min(MAX_TIMEOUT_MS, max(0, math.ceil(timeout_ms)))
         socket, accept = self._socket, self._intake.accept
@@ -330,8 +356,8 @@ class FrameReceiver(BaseSocket):
             if wait != self._rcvtimeo:  # ZeroMQ waits for a message itself: no poll loop
                 socket.setsockopt(zmq.RCVTIMEO, wait)
                 self._rcvtimeo = wait
-            try:  # the header as bytes (small), the buffers as zero-copy frames
-                parts = [socket.recv()]
+            try:  # zero-copy frames: they carry the sender's connection
+                parts = [socket.recv(copy=False)]
             except zmq.Again:
                 return None
             while socket.getsockopt(zmq.RCVMORE):

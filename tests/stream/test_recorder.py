@@ -156,31 +156,30 @@ def test_rejects_hostile_messages_and_keeps_recording(tmp_path: Path) -> None:
     assert stats.frames_written == good + 1 and stats.missing == 0
 
 
-def test_series_joined_midway_and_next_series_gets_a_new_file(tmp_path: Path) -> None:
+def test_frames_without_start_are_no_series_and_take_no_file_name(tmp_path: Path) -> None:
     path = tmp_path / "run.nxs"
     (tmp_path / "run_002.nxs").write_bytes(b"someone else's")
     with FrameSender(inproc(), sndhwm=100) as tx, Recorder(tx.endpoint, path) as rec:
-        for msg in [frame(5), frame(6), frame(8), start("s2"), frame(0, "s2"), frame(1, "s2"), end("s2", 2),
-                    frame(9), frame(2, "s3", pixel_nm=0.5)]:
+        for msg in [frame(5), frame(6), end("s1", 9), start("s2"), frame(0, "s2"), frame(1, "s2"), end("s2", 2),
+                    frame(9), start("s3"), frame(0, "s3", pixel_nm=0.5), frame(0, "s4")]:
             assert tx.send(msg)
         rec.run(idle_timeout_s=0.3)
         stats = rec.stats
+    # the stray frames of s1 (no start/1) are rejected: the first real series gets the --out name
     assert [(f.path.name, f.stream_id, f.frames, f.end_reason) for f in stats.files] == [
-        ("run.nxs", "s1", 3, None), ("run_003.nxs", "s2", 2, "complete"), ("run_004.nxs", "s3", 1, None)]
-    first = check_frames(path, [5, 6, 8])
-    assert first.metadata["start_received"] is False and "experiment" not in first.metadata
-    assert first.metadata["recording_closed"] is True  # closed when series s2 began
-    assert check_frames(tmp_path / "run_003.nxs", [0, 1], stream_id="s2").metadata["start_received"]
-    third = check_frames(tmp_path / "run_004.nxs", [2], stream_id="s3")
-    assert third.pixel_nm == pytest.approx(0.5) and "pixel_nm" in third.extra
+        ("run.nxs", "s2", 2, "complete"), ("run_003.nxs", "s3", 1, None)]
+    assert check_frames(path, [0, 1], stream_id="s2").metadata["start_received"]
+    third = check_frames(tmp_path / "run_003.nxs", [0], stream_id="s3")
+    assert third.pixel_nm == pytest.approx(0.25) and "pixel_nm" in third.extra  # start/1 wins
     assert read_series(path).metadata["recording_closed"] is True
     assert (tmp_path / "run_002.nxs").read_bytes() == b"someone else's"
-    assert stats.rejects_by_reason == {"stale": 1}  # frame 9 of s1 after s2 began
-    assert stats.missing == 5 + 1 + 2 and stats.gaps == 3
+    assert stats.rejects_by_reason == {"no_start": 5}  # s1's two frames and end, frame 9 of s1, s4
+    assert stats.missing == 0 and stats.gaps == 0
 
 
 def test_run_stops_on_event_max_frames_and_idle(tmp_path: Path) -> None:
     with FrameSender(inproc(), sndhwm=100) as tx, Recorder(tx.endpoint, tmp_path / "a.h5") as rec:
+        assert tx.send(start())
         for i in range(10):
             assert tx.send(frame(i))
         assert rec.run(max_frames=4).frames_written == 4
@@ -375,6 +374,7 @@ def test_record_command_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[
         args.func(args)
 
     with FrameSender(inproc(), bind=False, sndhwm=100) as tx:  # queued until the recorder binds
+        assert tx.send(start())
         for i in range(3):
             assert tx.send(frame(i))
         args = parser.parse_args(["record", "--bind", tx.endpoint, "--out", str(tmp_path / "c.h5"),
