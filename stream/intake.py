@@ -125,6 +125,13 @@ class Intake:
             return None
         peer = None if self.peers is None else self.peers.peer(parts)
         key = "series" if type(msg) is FrameMsg else sequence_key(msg.NAME)
+        if key == "series" and not self.authority.allowed(peer):
+            self.rejects.count(
+                "foreign_sender",
+                f"{_what(msg)} from {peer}: the series belongs to sender {self.authority.owner}, "
+                "still connected",
+            )
+            return None
         tracker = self._tracker(key)
         released = None
         if key in self._held:
@@ -165,15 +172,8 @@ class Intake:
         return pos - (0 if tracker.last_seq is None else tracker.last_seq + 1)
 
     def _admit(self, msg: Message, key: str, tracker: SeqTracker, peer: Peer | None) -> bool:
-        """Authority and sequence checks of one decoded message; False if it is dropped (counted)."""
+        """Sequence checks of one decoded, authorised message; False if it is dropped (counted)."""
         series = key == "series"
-        if series and not self.authority.allowed(peer):
-            self.rejects.count(
-                "foreign_sender",
-                f"{_what(msg)} from {peer}: the series belongs to sender {self.authority.owner}, "
-                "still connected",
-            )
-            return False
         if (series and self.require_start and not isinstance(msg, StartMsg) and msg.stream_id != tracker.current
                 and not tracker.is_stale(msg.stream_id)):
             self.rejects.count("no_start", f"{_what(msg)}: expected start/1 of the series first")

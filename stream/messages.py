@@ -108,8 +108,9 @@ class Limits:
     check_data_finite : reject float array data containing NaN or Inf.
     strict : reject header fields the schema does not know (default: ignore them, so a newer
         sender may add optional fields without a version bump).
-    max_seq_jump : largest jump ahead in ``seq`` a receiver takes as a gap at once; a longer one
-        waits for the next message to confirm it (see :class:`~tiltstream.stream.intake.Intake`).
+    max_seq_jump : largest jump ahead in ``seq`` a receiver takes as a gap at once (twice the
+        lossless queues); a longer one waits for the next message to confirm it (see
+        :class:`~tiltstream.stream.intake.Intake`), so a real long gap costs one message of delay.
     """
 
     max_frame_elements: int = 8192 * 8192
@@ -120,7 +121,7 @@ class Limits:
     max_nesting: int = 16
     check_data_finite: bool = True
     strict: bool = False
-    max_seq_jump: int = 1024
+    max_seq_jump: int = 64
 
 
 DEFAULT_LIMITS = Limits()
