@@ -56,19 +56,22 @@ def test_foreign_sender_cannot_end_replace_or_derail_the_series(tmp_path: Path, 
         stop = threading.Event()
         runner = threading.Thread(target=rec.run, kwargs={"stop_event": stop, "until_end": True})
         runner.start()
-        with FrameSender(rec.endpoint, bind=False, timeout_ms=5000) as real, \
-                FrameSender(rec.endpoint, bind=False, timeout_ms=5000) as evil:
-            assert real.send(start())
-            for i in range(5):
-                assert real.send(frame(i))
-            wait_until(lambda: rec.frames_written == 5)
-            assert evil.send(INJECTIONS[name]())
-            wait_until(lambda: rec.stats.rejected >= 1)
-            for i in range(5, N):
-                assert real.send(frame(i))
-            assert real.send(EndMsg(stream_id="real", n_frames=N, reason="complete"))
+        try:
+            with FrameSender(rec.endpoint, bind=False, timeout_ms=5000) as real, \
+                    FrameSender(rec.endpoint, bind=False, timeout_ms=5000) as evil:
+                assert real.send(start())
+                for i in range(5):
+                    assert real.send(frame(i))
+                wait_until(lambda: rec.frames_written == 5)
+                assert evil.send(INJECTIONS[name]())
+                wait_until(lambda: rec.stats.rejected >= 1)
+                for i in range(5, N):
+                    assert real.send(frame(i))
+                assert real.send(EndMsg(stream_id="real", n_frames=N, reason="complete"))
+                runner.join(20)
+        finally:  # never close the socket under a running recorder
+            stop.set()
             runner.join(20)
-        stop.set()
         stats = rec.stats
     assert not runner.is_alive()
     assert [(f.path.name, f.frames) for f in stats.files] == [("rec.h5", N)]
