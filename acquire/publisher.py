@@ -34,7 +34,6 @@ silent drop. ``send_timeout_s`` bounds that wait (:class:`~.sinks.DeliveryTimeou
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 import uuid
@@ -46,6 +45,7 @@ import numpy as np
 from tiltstream.acquire.sinks import Delivery, Sink, close_sink, lossy, open_pub, open_push
 from tiltstream.stream.messages import ALLOWED_DTYPES, DEFAULT_UNITS, EndMsg, FrameMsg, StartMsg
 from tiltstream.stream.protocol import pack
+from tiltstream.stream.validation import FrameRejected, check_field, check_frame
 
 __all__ = ["FramePublisher", "FRAME_EXTRA_FIELDS", "wire_dtype", "exact_cast"]
 
@@ -85,16 +85,22 @@ def exact_cast(src: Any, dst: Any) -> bool:
     return True
 
 
-def _finite(name: str, value: Any, *, lo: float = -math.inf) -> float:
+def _number(value: Any) -> Any:
+    """numpy scalars and other real numbers as float (the wire's type); anything else as it is."""
+    if isinstance(value, (bool, np.bool_)):
+        return value
     try:
-        out = float(value)
+        return float(value) if isinstance(value, (int, float, np.integer, np.floating)) else value
     except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected a number, got {value!r}") from None
-    if not math.isfinite(out):
-        raise ValueError(f"{name}: expected a finite number, got {value!r}")
-    if out < lo:
-        raise ValueError(f"{name}: expected a value >= {lo:g}, got {out:g}")
-    return out
+        return value
+
+
+def _field(seq: int, name: str, value: Any) -> Any:
+    """A frame/1 field checked by the protocol's own rules; errors name the frame."""
+    try:
+        return check_field("frame", name, value)
+    except FrameRejected as exc:
+        raise FrameRejected(exc.reason, f"frame {seq}: {exc.detail}") from None
 
 
 class FramePublisher:
@@ -145,12 +151,10 @@ class FramePublisher:
     ) -> None:
         self._frame_shape = self._check_shape(frame_shape) if frame_shape is not None else None
         self._dtype = wire_dtype(dtype) if dtype is not None else None
-        if pixel_nm is not None and not _finite("pixel_nm", pixel_nm) > 0:
-            raise ValueError(f"pixel_nm: expected a size > 0 in nm, got {pixel_nm}")
-        self.pixel_nm = None if pixel_nm is None else float(pixel_nm)
+        self.pixel_nm = None if pixel_nm is None else check_field("start", "pixel_nm", _number(pixel_nm))
         self.scheme = str(scheme)
         self.tilt_range_deg = self._check_range(tilt_range_deg)
-        self.exposure_s = None if exposure_s is None else _finite("exposure_s", exposure_s, lo=0.0)
+        self.exposure_s = None if exposure_s is None else check_field("frame", "exposure_s", _number(exposure_s))
         self.experiment = dict(experiment or {})
         self.units = dict(DEFAULT_UNITS if units is None else units)
         self.clock = clock
@@ -195,13 +199,11 @@ class FramePublisher:
     def _check_range(value: Any) -> tuple[float, float] | None:
         if value is None:
             return None
-        try:
-            lo, hi = (_finite("tilt_range_deg", v) for v in value)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"tilt_range_deg: expected (lo, hi) in degrees, got {value!r} ({exc})") from None
-        if not lo < hi:
-            raise ValueError(f"tilt_range_deg: expected lo < hi, got {value!r}")
-        return lo, hi
+        if isinstance(value, np.ndarray):
+            value = value.tolist()
+        if isinstance(value, (list, tuple)):
+            value = [_number(v) for v in value]
+        return check_field("start", "tilt_range_deg", value)
 
     @property
     def is_open(self) -> bool:
@@ -291,16 +293,16 @@ class FramePublisher:
             if not self._open:
                 raise RuntimeError("send_frame: no open series, call start() first")
             seq = self.n_frames
-            angle = _finite(f"frame {seq}: angle_deg", angle_deg)
-            t = (now - self._t0) if t_s is None else _finite(f"frame {seq}: t_s", t_s)
+            angle = _field(seq, "angle_deg", _number(angle_deg))
+            t = (now - self._t0) if t_s is None else _field(seq, "t_s", _number(t_s))
             exposure = self.exposure_s if exposure_s is None else exposure_s
             if exposure is None:
                 raise ValueError(f"frame {seq}: exposure_s: expected seconds >= 0, got None "
                                  "(pass exposure_s= here or to FramePublisher)")
-            exposure = _finite(f"frame {seq}: exposure_s", exposure, lo=0.0)
-            dose = None if dose_e_per_A2 is None else _finite(f"frame {seq}: dose_e_per_A2", dose_e_per_A2, lo=0.0)
-            temp = None if temperature_C is None else _finite(f"frame {seq}: temperature_C", temperature_C, lo=-273.15)
-            data = self._check_frame(array, seq)
+            exposure = _field(seq, "exposure_s", _number(exposure))
+            dose = None if dose_e_per_A2 is None else _field(seq, "dose_e_per_A2", _number(dose_e_per_A2))
+            temp = None if temperature_C is None else _field(seq, "temperature_C", _number(temperature_C))
+            data = self._check_frame(array, seq, angle, t, exposure)
             msg = FrameMsg(seq=seq, stream_id=self.stream_id, angle_deg=angle, t_s=t, exposure_s=exposure,
                            data=data, dose_e_per_A2=dose, temperature_C=temp, **extra)
             if not self._start_sent:
@@ -311,21 +313,15 @@ class FramePublisher:
             self.n_frames += 1
             return seq
 
-    def _check_frame(self, array: Any, seq: int) -> np.ndarray:
-        data = np.asarray(array)
-        if data.ndim != 2 or 0 in data.shape:
-            raise ValueError(f"frame {seq}: expected a non-empty 2-D array (Y, U), got shape {data.shape}")
-        if self._frame_shape is not None and data.shape != self._frame_shape:
-            raise ValueError(
-                f"frame {seq}: expected shape {self._frame_shape} (as the series' first frame / "
-                f"frame_shape), got {data.shape}"
-            )
+    def _check_frame(self, array: Any, seq: int, angle: float, t: float, exposure: float) -> np.ndarray:
+        try:  # the rules every receiver applies, then the publisher's own dtype conversion
+            data, *_ = check_frame(array, angle_deg=angle, t_s=t, exposure_s=exposure,
+                                   expected_shape=self._frame_shape)
+        except FrameRejected as exc:
+            raise FrameRejected(exc.reason, f"frame {seq}: {exc.detail}") from None
         dtype = self._dtype if self._dtype is not None else wire_dtype(data.dtype)
         if not exact_cast(data.dtype, dtype):
             raise ValueError(f"frame {seq}: dtype {data.dtype} does not convert exactly to the series dtype {dtype}")
-        if data.dtype.kind in "fc" and not np.isfinite(data).all():
-            bad = int(np.count_nonzero(~np.isfinite(data)))
-            raise ValueError(f"frame {seq}: expected finite pixel values, got {bad} NaN/Inf")
         self._frame_shape = self._frame_shape or (int(data.shape[0]), int(data.shape[1]))
         self._dtype = dtype
         return np.ascontiguousarray(data, dtype=dtype)

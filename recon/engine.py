@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tiltstream.recon.streaming import FrameRejected, StreamingParams, StreamingSirt
+from tiltstream.stream.budget import default_budget_bytes
 from tiltstream.stream.protocol import EndMsg, FrameMsg, MetricsMsg, SlicesMsg, StartMsg, VolumeMsg
 from tiltstream.stream.tracking import SeqNumbers
 
@@ -42,6 +43,9 @@ class EngineConfig:
     align : correct each frame's drift before it is folded in (:mod:`tiltstream.recon.align.live`);
         the shift removed from the latest frame is published as ``align_dy_px``/``align_du_px``.
     align_params : live-alignment settings (None: defaults).
+    memory_budget_bytes : a series whose estimate would need more host memory than this
+        (:meth:`StreamingSirt.memory_needed`) is refused, counted as ``over_budget``, and its frames
+        are dropped; None: :func:`~tiltstream.stream.budget.default_budget_bytes`.
     """
 
     streaming: StreamingParams = field(default_factory=StreamingParams)
@@ -54,6 +58,7 @@ class EngineConfig:
     cpu_threads: int | None = 1
     align: bool = False
     align_params: object | None = None  # a tiltstream.recon.align.LiveAlignParams
+    memory_budget_bytes: int | None = None
 
 
 def downsample(vol: np.ndarray, max_edge: int) -> np.ndarray:
@@ -86,6 +91,9 @@ class ReconEngine:
         self.ended = False
         self.aligner = None  # a LiveAligner per series when config.align
         self._last_shift = None
+        self.refused: str | None = None  # the last series refused (over budget)
+        #: reject counts of the receiving socket (reason -> count), published with the metrics
+        self.wire_rejects: dict[str, int] = {}
 
     # -- intake -------------------------------------------------------------------------------
     def handle(self, msg: object, received_at: float | None = None) -> None:
@@ -95,15 +103,32 @@ class ReconEngine:
             self._new_series(msg.stream_id, tuple(msg.frame_shape), msg.pixel_nm)
         elif isinstance(msg, FrameMsg):
             if msg.stream_id != self.stream_id:
-                log.warning("frame from series %s without its start/1: starting a new series", msg.stream_id[:8])
-                self._new_series(msg.stream_id, tuple(msg.data.shape), msg.pixel_nm)
+                reason = "over_budget" if msg.stream_id == self.refused else "no_start"
+                self.rejected[reason] += 1  # frames are no series without their start/1
+                return
             self._pending.append((msg, now))
         elif isinstance(msg, EndMsg) and msg.stream_id == self.stream_id:
             self.ended = True
 
+    def admits(self, frame_shape: tuple[int, int]) -> tuple[bool, int, int]:
+        """Whether a series of ``frame_shape`` frames fits the memory budget: (fits, needed, budget)."""
+        cfg = self.config
+        ny, nu = frame_shape
+        need = StreamingSirt.memory_needed((cfg.vol_z or nu, ny, nu), nu, cfg.streaming)
+        budget = default_budget_bytes() if cfg.memory_budget_bytes is None else cfg.memory_budget_bytes
+        return need <= budget, need, budget
+
     def _new_series(self, stream_id: str, frame_shape: tuple[int, int], pixel_nm: float | None) -> None:
         cfg = self.config
         ny, nu = frame_shape
+        fits, need, budget = self.admits(frame_shape)
+        if not fits:
+            self.rejected["over_budget"] += 1
+            self.refused = stream_id
+            log.warning("series %s refused: frames %s need %.1f GiB for the live estimate, budget %.1f GiB "
+                        "(TILTSTREAM_MEMORY_BUDGET or --memory-budget); the current series goes on",
+                        stream_id[:8], frame_shape, need / 2**30, budget / 2**30)
+            return
         self.stream_id = stream_id
         self.voxel_nm = pixel_nm
         self.estimator = StreamingSirt((cfg.vol_z or nu, ny, nu), cfg.streaming, det_cols=nu,
@@ -159,7 +184,7 @@ class ReconEngine:
                 data = self._aligned(msg) if self.aligner is not None else msg.data
                 est.add_frame(data, float(msg.angle_deg), float(msg.t_s), seq=int(msg.seq))
             except FrameRejected as exc:
-                self.rejected[str(exc).split(":")[0]] += 1
+                self.rejected[exc.reason] += 1
                 log.warning("frame seq %d rejected: %s", msg.seq, exc)
                 continue
             arrived.append(t_recv)
@@ -227,6 +252,8 @@ class ReconEngine:
             "window_frames": float(est.window_size),
             "frames_rejected": float(sum(self.rejected.values())),
             "last_frame_seq": float(self._last_seq),
+            "rejected_total": float(sum(self.wire_rejects.values()) + sum(self.rejected.values())),
+            **{f"rejected.{k}": float(v) for k, v in (self.wire_rejects | dict(self.rejected)).items()},
         }
         if self._last_shift is not None:
             values.update(align_dy_px=self._last_shift.dy, align_du_px=self._last_shift.du,

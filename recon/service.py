@@ -177,8 +177,14 @@ class ReconService:
     def _step(self) -> None:
         while self._inbox:
             msg, t_recv = self._inbox.popleft()
-            self.engine.handle(msg, received_at=t_recv)
-            self._to_dip(msg)
+            try:
+                self.engine.handle(msg, received_at=t_recv)
+                self._to_dip(msg)
+            except (MemoryError, RuntimeError) as exc:  # never exit on a message
+                self.engine.rejected["engine_error"] += 1
+                log.error("%s of series %s could not be taken: %s", type(msg).__name__,
+                          getattr(msg, "stream_id", "?")[:8], exc)
+        self.engine.wire_rejects = self.receiver.stats().rejects_by_reason
         n_before = len(self.engine.latencies_s)
         outputs = self.engine.step()
         if outputs:
@@ -203,11 +209,11 @@ class ReconService:
     def _to_dip(self, msg: object) -> None:
         if self.dip is None:
             return
+        if msg.stream_id != self.engine.stream_id:
+            return  # a series the engine refused (over budget), or frames without their start/1
         if isinstance(msg, StartMsg):
             self.dip.start_series(msg.stream_id, tuple(msg.frame_shape), msg.pixel_nm)
-        elif isinstance(msg, FrameMsg):
-            if msg.stream_id != self.dip.stream_id:  # a frame without its start/1, as the engine does
-                self.dip.start_series(msg.stream_id, tuple(msg.data.shape), msg.pixel_nm)
+        elif isinstance(msg, FrameMsg) and msg.stream_id == self.dip.stream_id:
             self.dip.add_frame(msg.data, angle_deg=float(msg.angle_deg), t_s=float(msg.t_s), stream_id=msg.stream_id)
 
     def _dip_ready(self, estimate: DipEstimate) -> None:

@@ -22,14 +22,11 @@ import torch
 
 from tiltstream.recon.footprint import N_TAPS, strip_footprint
 from tiltstream.recon.projector import _csr, resolve_device
+from tiltstream.stream.validation import FrameRejected, check_frame
 
 __all__ = ["StreamingParams", "StreamingSirt", "FrameRejected"]
 
 log = logging.getLogger(__name__)
-
-
-class FrameRejected(ValueError):
-    """A frame the estimator will not fold in (wrong shape, NaN/Inf, bad angle or time)."""
 
 
 @dataclass(frozen=True)
@@ -112,19 +109,21 @@ class StreamingSirt:
         self.n_frames_seen = 0
         self.last_residual = float("nan")
 
+    @staticmethod
+    def memory_needed(vol_shape: tuple[int, int, int], det_cols: int, params: StreamingParams | None = None) -> int:
+        """Host bytes a :class:`StreamingSirt` of this size holds at most: the estimate and a few
+        work volumes, and per window frame its data and its sparse projector block (and adjoint)."""
+        params = params or StreamingParams()
+        nz, ny, nx = (int(s) for s in vol_shape)
+        voxels_per_slice = nz * nx
+        per_frame = 4 * det_cols * ny + 2 * (N_TAPS * voxels_per_slice * 12 + 8 * (det_cols + voxels_per_slice))
+        return 4 * 4 * voxels_per_slice * ny + params.window_frames * per_frame
+
     # -- intake -------------------------------------------------------------------------------
     def add_frame(self, frame: np.ndarray, angle_deg: float, t_s: float, *, seq: int | None = None) -> None:
         """Add one frame (Y, U) to the window. Raises :class:`FrameRejected` and changes nothing on bad input."""
-        arr = np.asarray(frame)
-        if arr.shape != self.frame_shape:
-            raise FrameRejected(f"frame: expected shape {self.frame_shape} (Y, U), got {arr.shape}")
-        if not (math.isfinite(angle_deg) and -180.0 <= angle_deg <= 180.0):
-            raise FrameRejected(f"angle_deg: expected a finite angle in [-180, 180], got {angle_deg}")
-        if not math.isfinite(t_s):
-            raise FrameRejected(f"t_s: expected a finite time, got {t_s}")
+        arr, angle_deg, t_s, _ = check_frame(frame, angle_deg=angle_deg, t_s=t_s, expected_shape=self.frame_shape)
         arr = arr.astype(np.float32, copy=False)
-        if not np.isfinite(arr).all():
-            raise FrameRejected(f"frame: expected finite pixel values, got {int((~np.isfinite(arr)).sum())} NaN/Inf")
         self._window.append(self._entry(arr, float(angle_deg), float(t_s), self.n_frames_seen if seq is None else seq))
         self.n_frames_seen += 1
         self._trim()

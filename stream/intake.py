@@ -70,6 +70,7 @@ class Intake:
     limits : what the codec accepts; ``limits.max_seq_jump`` bounds a plausible jump in ``seq``.
     gap_log_level : logging level of gap lines.
     peers : the socket's peer table (None: every message is trusted as the same sender).
+    max_seq_jump : see below; default ``limits.max_seq_jump``.
     require_start : frames (and end/1) of a series whose ``start/1`` was not seen are rejected
         (``no_start``) instead of starting a series: the lossless path, where a series is sized by
         its start. A viewer joins mid-way and takes what comes.
@@ -89,11 +90,13 @@ class Intake:
         *,
         peers: PeerTable | None = None,
         require_start: bool = False,
+        max_seq_jump: int | None = None,
     ) -> None:
         self.name = name
         self.limits = limits
         self.gap_log_level = gap_log_level
         self.require_start = require_start
+        self.max_seq_jump = limits.max_seq_jump if max_seq_jump is None else int(max_seq_jump)
         self.peers = peers
         self.authority = SeriesAuthority(peers)
         self.rejects = RejectCounter(name=name)
@@ -140,7 +143,7 @@ class Intake:
                 released = held if self._admit(held, key, tracker, held_peer) else None
             else:
                 self.rejects.count("implausible_seq", f"{_what(held)}: the sequence did not continue from it")
-        if self._jump(tracker, msg) > self.limits.max_seq_jump:
+        if self._jump(tracker, msg) > self.max_seq_jump:
             self._held[key] = (msg, peer)
             return released
         if not self._admit(msg, key, tracker, peer):
@@ -160,7 +163,7 @@ class Intake:
     def _continues(self, held: Message, msg: Message) -> bool:
         pos, base = self._position(msg), self._position(held)
         return (msg.stream_id == held.stream_id and pos is not None and base is not None
-                and 0 <= pos - base <= self.limits.max_seq_jump)
+                and 0 <= pos - base <= self.max_seq_jump)
 
     def _jump(self, tracker: SeqTracker, msg: Message) -> int:
         """How far ``msg`` jumps ahead of what its sequence expects next (0 for start/1)."""

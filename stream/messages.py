@@ -429,7 +429,7 @@ _FIELD_KINDS: dict[str, dict[str, str]] = {
     "frame": {
         "seq": "count",
         "stream_id": "id",
-        "angle_deg": "float",
+        "angle_deg": "angle",
         "t_s": "float",
         "exposure_s": "nonneg",
         "dose_e_per_A2": "nonneg",

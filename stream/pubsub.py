@@ -84,6 +84,10 @@ class Publisher(BaseSocket):
         return True
 
 
+#: A viewer loses messages by design (latest wins): only a jump this long waits for confirmation.
+VIEWER_MAX_SEQ_JUMP = 2**20
+
+
 class Subscriber(BaseSocket):
     """SUB end of the viewer path: a small queue drained to the newest message.
 
@@ -118,7 +122,8 @@ class Subscriber(BaseSocket):
         super().__init__(zmq.SUB, endpoint, bind=bind, context=context, curve=curve, options=options)
         self._peers = PeerTable(self._socket)
         # a viewer's gaps are drops it expects and counts (stats, status line): logged at INFO
-        self._intake = Intake(name or f"subscriber {self.endpoint}", limits, logging.INFO, peers=self._peers)
+        self._intake = Intake(name or f"subscriber {self.endpoint}", limits, logging.INFO, peers=self._peers,
+                              max_seq_jump=max(limits.max_seq_jump, VIEWER_MAX_SEQ_JUMP))
         self.max_drain = int(max_drain)
         self.skipped = 0
 

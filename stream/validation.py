@@ -22,14 +22,28 @@ from tiltstream.stream.messages import (
     _FIELD_KINDS,
     _REQUIRED,
     ALLOWED_DTYPES,
+    DEFAULT_LIMITS,
     MESSAGE_TYPES,
     Limits,
+    ProtocolError,
     _fail,
     _key,
     _show,
 )
 
-__all__ = ["validate_header", "validate_frame_fast", "check_finite_data", "ArraySpec"]
+__all__ = [
+    "validate_header",
+    "validate_frame_fast",
+    "check_finite_data",
+    "check_field",
+    "check_frame",
+    "FrameRejected",
+    "ANGLE_LIMIT_DEG",
+    "ArraySpec",
+]
+
+#: Tilt angles are degrees in [-ANGLE_LIMIT_DEG, ANGLE_LIMIT_DEG] everywhere (wire, files, solvers).
+ANGLE_LIMIT_DEG = 180.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -46,6 +60,15 @@ def _float(name: str, value: Any, limits: Limits) -> float:
     out = float(value)
     if not math.isfinite(out):
         raise _fail("non_finite", f"{name}: expected a finite number, got {out!r}")
+    return out
+
+
+def _angle(name: str, value: Any, limits: Limits) -> float:
+    out = _float(name, value, limits)
+    if not -ANGLE_LIMIT_DEG <= out <= ANGLE_LIMIT_DEG:
+        raise _fail(
+            "bad_value", f"{name}: expected degrees in [-{ANGLE_LIMIT_DEG:g}, {ANGLE_LIMIT_DEG:g}], got {out!r}"
+        )
     return out
 
 
@@ -194,6 +217,7 @@ _VALIDATORS: dict[str, Callable[[str, Any, Limits], Any]] = {
     "text": _text,
     "count": _count,
     "float": _float,
+    "angle": _angle,
     "nonneg": _nonneg,
     "positive": _positive,
     "temperature": _temperature,
@@ -311,7 +335,7 @@ def validate_frame_fast(
         return None
     if type(stream_id) is not str or not 0 < len(stream_id) <= limits.max_str_chars:
         return None
-    if type(angle) is not float or angle - angle != 0.0:
+    if type(angle) is not float or not -ANGLE_LIMIT_DEG <= angle <= ANGLE_LIMIT_DEG:
         return None
     if type(t_s) is not float or t_s - t_s != 0.0:
         return None
@@ -410,3 +434,57 @@ def check_finite_data(name: str, array: np.ndarray, limits: Limits) -> None:
         screen = math.inf
     if not math.isfinite(screen) and not bool(np.isfinite(array).all()):
         raise _fail("non_finite", f"{name}: array data contains NaN or Inf")
+
+
+# ---------------------------------------------------------------------------------------------
+# The same rules for frames that do not come off the wire (publisher, replay, solvers).
+
+
+class FrameRejected(ProtocolError):
+    """A frame that breaks the frame rules, wherever it came from; ``reason`` as for the wire."""
+
+
+def check_field(message: str, name: str, value: Any, limits: Limits = DEFAULT_LIMITS) -> Any:
+    """``value`` of header field ``name`` of ``message`` (``"frame"``, ...), checked and normalised
+    by the wire rules; raises :class:`FrameRejected` with the wire's reason code."""
+    try:
+        kind = _FIELD_KINDS[message][name]
+    except KeyError:
+        raise ValueError(f"check_field: {message}/1 has no field {name!r}") from None
+    try:
+        return _VALIDATORS[kind](name, value, limits)
+    except ProtocolError as exc:
+        raise FrameRejected(exc.reason, exc.detail) from None
+
+
+def check_frame(
+    data: Any,
+    *,
+    angle_deg: Any,
+    t_s: Any,
+    exposure_s: Any = 0.0,
+    expected_shape: tuple[int, int] | None = None,
+    limits: Limits = DEFAULT_LIMITS,
+) -> tuple[np.ndarray, float, float, float]:
+    """Check one frame by the rules every receiver applies to ``frame/1``.
+
+    Returns ``(data as an array, angle_deg, t_s, exposure_s)``. Raises :class:`FrameRejected`
+    (reasons ``bad_shape``, ``too_large``, ``bad_dtype``, ``non_finite``, ``bad_value``,
+    ``bad_field_type``) naming what was expected and what came.
+    """
+    angle = check_field("frame", "angle_deg", angle_deg, limits)
+    t = check_field("frame", "t_s", t_s, limits)
+    exposure = check_field("frame", "exposure_s", exposure_s, limits)
+    array = np.asarray(data)
+    if array.ndim != 2 or 0 in array.shape:
+        raise FrameRejected("bad_shape", f"data: expected a non-empty 2-D array (Y, U), got shape {array.shape}")
+    if expected_shape is not None and array.shape != tuple(expected_shape):
+        raise FrameRejected("bad_shape", f"data: expected shape {tuple(expected_shape)} (Y, U), got {array.shape}")
+    if array.size > limits.max_frame_elements:
+        raise FrameRejected("too_large", f"data: {array.size} pixels, limit {limits.max_frame_elements}")
+    if array.dtype.kind not in "biuf":
+        raise FrameRejected("bad_dtype", f"data: expected a numeric array, got dtype {array.dtype}")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        bad = int(np.count_nonzero(~np.isfinite(array)))
+        raise FrameRejected("non_finite", f"data: expected finite pixel values, got {bad} NaN/Inf")
+    return array, angle, t, exposure

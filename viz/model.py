@@ -515,4 +515,6 @@ class ViewModel:
                 dip_steps=None if dip_steps is None else int(dip_steps),
                 dip_heldout_nrmse=None if held is None else float(held),
                 dip_age_s=None if self._last_dip_s is None else max(0.0, now - self._last_dip_s),
+                service_rejects={k.partition(".")[2]: int(v) for k, v in m.items()
+                                 if k.startswith("rejected.") and v > 0},
             )

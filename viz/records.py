@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -186,6 +186,8 @@ class Status:
     frames_dropped : frames lost on the viewer path (seq gaps on the frame socket).
     updates_dropped : reconstruction updates lost on the viewer path (seq gaps in slices).
     rejected : messages the viewer's sockets rejected as invalid.
+    service_rejects : what the reconstruction service rejected, reason -> count (from its
+        ``metrics/1``: invalid messages, foreign senders, frames without start/1, over budget, ...).
     message, level : a sentence for the operator and its severity (``"ok"``, ``"info"``, ``"warn"``,
         ``"error"``).
     source : the reconstruction shown (``"sirt"`` or ``"dip"``, see :data:`SOURCES`).
@@ -215,6 +217,15 @@ class Status:
     dip_steps: int | None = None
     dip_heldout_nrmse: float | None = None
     dip_age_s: float | None = None
+    service_rejects: dict[str, int] = field(default_factory=dict)
+
+    def service_rejected(self) -> str:
+        """E.g. ``"service rejected 3 (foreign_sender 2, garbage 1)"``; empty when nothing was."""
+        if not self.service_rejects:
+            return ""
+        total = sum(self.service_rejects.values())
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.service_rejects.items(), key=lambda kv: -kv[1]))
+        return f"service rejected {total} ({reasons})"
 
     def dip_progress(self) -> str:
         """E.g. ``"DIP 240 frames fitted, held-out NRMSE 0.123, 4 s ago"``; empty without DIP metrics."""
@@ -240,6 +251,8 @@ class Status:
             f"latency {num(None if self.end_to_end_s is None else 1e3 * self.end_to_end_s, '.0f')} ms",
             f"dropped {self.frames_dropped}",
         ]
+        if self.service_rejects:
+            parts.append(self.service_rejected())
         if self.dip_available or self.dip_frames is not None:
             parts.append(f"showing {'DIP' if self.source == 'dip' else 'SIRT live'}")
             if self.dip_frames is not None:

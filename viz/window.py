@@ -397,6 +397,8 @@ class MonitorWindow(QtWidgets.QMainWindow):
         ]
         if st.rejected:
             numbers.append(f"<span style='color:{THEME['warn']}'>rejected {st.rejected}</span>")
+        if st.service_rejects:
+            numbers.append(f"<span style='color:{THEME['warn']}'>{st.service_rejected()}</span>")
         self.status_numbers.setText(" &nbsp;·&nbsp; ".join(numbers))
         for label in (self.status_state, self.status_where, self.status_numbers):
             label.setMinimumWidth(label.sizeHint().width())

@@ -82,8 +82,11 @@ def test_new_series_resets_and_end_is_noted(series):
     eng.step()
     eng.handle(EndMsg(stream_id="d" * 32, n_frames=4, reason="complete"))
     assert eng.ended
-    eng.handle(_frame("e" * 32, series, 0))  # a frame of a new series without its start
+    eng.handle(_frame("e" * 32, series, 0))  # a frame of a new series without its start: no series
+    assert eng.stream_id == "d" * 32 and eng.rejected == {"no_start": 1}
+    eng.handle(_start("e" * 32, series))
     assert eng.stream_id == "e" * 32 and eng.estimator.n_frames_seen == 0 and not eng.ended
+    eng.handle(_frame("e" * 32, series, 0))
     out = eng.step()
     assert all(m.stream_id == "e" * 32 for m in out)
 

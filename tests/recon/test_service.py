@@ -12,7 +12,7 @@ from tiltstream.recon.streaming import StreamingParams
 from tiltstream.sim import make_phantom, simulate_series
 from tiltstream.stream.garbage import send_garbage
 from tiltstream.stream.nxtomo import write_series
-from tiltstream.stream.protocol import EndMsg, FrameMsg, MetricsMsg, SlicesMsg, StartMsg, VolumeMsg
+from tiltstream.stream.protocol import EndMsg, FrameMsg, MetricsMsg, SlicesMsg, StartMsg, VolumeMsg, pack
 from tiltstream.stream.series import TiltSeries
 from tiltstream.stream.sockets import tcp_endpoint
 from tiltstream.stream.transport import FrameSender, Subscriber
@@ -236,3 +236,43 @@ def test_with_the_online_dip_each_monitor_has_room_for_a_whole_estimate():
         finally:
             plain.close()
             with_dip.close()
+
+
+def test_huge_start_is_refused_within_budget_and_the_series_goes_on(series):
+    """One valid 80-byte start/1 of 8192 x 8192 frames must not kill the service (issue 12, finding 2)."""
+    sid = "f" * 32
+    with FrameSender(tcp_endpoint(0)) as tx:
+        svc = ReconService(tx.endpoint, tcp_endpoint(0), CFG)
+        with Running(svc), Subscriber(svc.pub_endpoint) as sub:
+            tx.send(start(sid, series))
+            for i in range(10):
+                tx.send(frame(sid, series, i))
+            huge = StartMsg(stream_id="h" * 32, frame_shape=(8192, 8192), dtype="uint16", scheme="golden")
+            assert len(b"".join(bytes(p) for p in pack(huge))) < 200
+            tx.send(huge)
+            # a foreign sender's frames of yet another series, without start/1: no series either
+            with FrameSender(svc.frames_endpoint, bind=False) as other:
+                other.send(frame("x" * 32, series, 0))
+            for i in range(10, 20):
+                tx.send(frame(sid, series, i))
+            metrics = collect(sub, lambda got: any(isinstance(m, MetricsMsg) and m.values.get("frames_seen", 0) >= 10
+                                                   and "rejected.over_budget" in m.values for m in got))
+    last = [m for m in metrics if isinstance(m, MetricsMsg) and "rejected.over_budget" in m.values][-1]
+    assert last.values["rejected.over_budget"] >= 1 and last.values["rejected_total"] >= 1
+    assert svc.engine.stream_id == sid  # the series that fits goes on
+    assert svc.engine.estimator.vol_shape[1:] == series.frames.shape[1:]
+
+
+def test_budget_admission_is_computed_from_the_announced_size():
+    from tiltstream.recon.engine import ReconEngine
+
+    engine = ReconEngine(EngineConfig(device="cpu", memory_budget_bytes=64 * 2**20))
+    fits, need, budget = engine.admits((64, 64))
+    assert fits and need < budget
+    fits, need, _ = engine.admits((8192, 8192))
+    assert not fits and need > 2**40  # terabytes: an 8192^3 float32 estimate alone is 2 TiB
+    engine.handle(StartMsg(stream_id="h" * 32, frame_shape=(1024, 1024), dtype="uint16", scheme="golden"))
+    assert engine.estimator is None and engine.rejected == {"over_budget": 1}
+    engine.handle(FrameMsg(seq=0, stream_id="h" * 32, angle_deg=0.0, t_s=0.0, exposure_s=0.1,
+                           data=np.zeros((1024, 1024), np.uint16)))
+    assert engine.rejected == {"over_budget": 2} and engine.estimator is None

@@ -242,3 +242,14 @@ def test_new_series_resets_state_and_retired_series_are_ignored(vol):
     assert m.n_history == 0 and m.series_id == "series-b"
     clock.t += 11
     assert "New series" not in m.status().message
+
+
+def test_status_shows_what_the_service_rejected_and_why():
+    m = ViewModel(ModelConfig(), recon_endpoint="tcp://r:1")
+    m.ingest(metrics(0, frames_seen=3, last_frame_seq=2, rejected_total=0))
+    assert m.status().service_rejects == {} and "service rejected" not in m.status().summary()
+    m.ingest(metrics(1, frames_seen=4, last_frame_seq=3, rejected_total=5,
+                     **{"rejected.foreign_sender": 3, "rejected.garbage": 2, "rejected.no_start": 0}))
+    st = m.status()
+    assert st.service_rejects == {"foreign_sender": 3, "garbage": 2}
+    assert "service rejected 5 (foreign_sender 3, garbage 2)" in st.summary()
