@@ -38,7 +38,7 @@ def endpoint(request: pytest.FixtureRequest) -> str:
 
 def frame(i: int, stream_id: str = "s1", shape: tuple[int, int] = (Y, U), **extra: Any) -> FrameMsg:
     data = np.arange(shape[0] * shape[1], dtype=np.float32).reshape(shape) + 1000 * i
-    return FrameMsg(seq=i, stream_id=stream_id, angle_deg=0.5 * i - 60, t_s=0.1 * i, exposure_s=0.05,
+    return FrameMsg(seq=i, stream_id=stream_id, angle_deg=(0.5 * i) % 140 - 70, t_s=0.1 * i, exposure_s=0.05,
                     data=data, **extra)
 
 
@@ -356,7 +356,7 @@ def publish(pub: Publisher, n: int, shape: tuple[int, int]) -> float:
     data = np.ones(shape, dtype=np.float32)
     t = time.perf_counter()
     for i in range(n):
-        pub.send(FrameMsg(seq=i, stream_id="v", angle_deg=0.1 * i, t_s=0.01 * i, exposure_s=0.01, data=data))
+        pub.send(FrameMsg(seq=i, stream_id="v", angle_deg=(0.1 * i) % 140 - 70, t_s=0.01 * i, exposure_s=0.01, data=data))
     return time.perf_counter() - t
 
 
