@@ -17,9 +17,11 @@ _SUBPACKAGES = ("tiltstream.acquire", "tiltstream.stream", "tiltstream.recon", "
 def installed_package_problems(checkout: Path = _CHECKOUT) -> list[str]:
     """Why the imported tiltstream is not the installed one (empty when it is).
 
-    Every package must come from this environment's site-packages and none from ``checkout``.
+    Every package must come from this environment's site-packages and none from the source
+    folders of ``checkout`` (the environment itself may live in the checkout, as .ci/run's does).
     """
     site = Path(sysconfig.get_paths()["purelib"]).resolve()
+    sources = [checkout / name for name in ("tiltstream", "acquire", "stream", "recon", "viz", "sim")]
     problems = []
     for name in ("tiltstream", *_SUBPACKAGES):
         try:
@@ -27,7 +29,7 @@ def installed_package_problems(checkout: Path = _CHECKOUT) -> list[str]:
         except ImportError as e:
             problems.append(f"{name}: expected an installed package, got ImportError: {e}")
             continue
-        if not where.is_relative_to(site) or where.is_relative_to(checkout):
+        if not where.is_relative_to(site) or any(where.is_relative_to(src) for src in sources):
             problems.append(f"{name}: expected a module under {site}, got {where}")
     return problems
 
