@@ -22,7 +22,7 @@ from typing import Any
 import mrcfile
 import numpy as np
 
-from tiltstream.stream.errors import FileFormatError
+from tiltstream.stream.errors import FileFormatError, reading
 from tiltstream.stream.rawseries import RawSeries, check_per_frame
 from tiltstream.stream.series import TiltSeries
 from tiltstream.stream.sidecars import fields_from_table, find_beside, read_angle_csv, read_tlt, write_angle_csv
@@ -35,22 +35,42 @@ MRC_SUFFIXES = (".mrc", ".mrcs", ".st", ".ali", ".preali", ".map")
 _TILT_AXIS_LABEL = re.compile(r"tilt\s*axis\s*(?:rotation\s*)?angle\s*[=:]\s*([-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)", re.I)
 
 
+def _check_words(path: Path, head: bytes, size: int) -> None:
+    """Refuse a header whose grid, extended-header size or label count cannot be right.
+
+    Read from the raw words (byte order from the machine stamp), before mrcfile, which fails on
+    some of these with messages that do not say which field is wrong.
+    """
+    order = ">" if head[212] == 0x11 else "<"
+    nx, ny, nz = (int(v) for v in np.frombuffer(head[:12], dtype=f"{order}i4"))
+    nsymbt = int(np.frombuffer(head[92:96], dtype=f"{order}i4")[0])
+    nlabl = int(np.frombuffer(head[220:224], dtype=f"{order}i4")[0])
+    if min(nx, ny, nz) <= 0:
+        raise FileFormatError(path, "MRC header: nx, ny, nz", "positive numbers of columns, rows and sections",
+                              f"{nx}, {ny}, {nz}")
+    if not 0 <= nsymbt <= size - 1024:
+        raise FileFormatError(path, "MRC header: nsymbt", f"an extended header of 0 to {size - 1024} bytes "
+                              f"(file size {size} bytes)", f"{nsymbt} bytes")
+    if not 0 <= nlabl <= 10:
+        raise FileFormatError(path, "MRC header: nlabl", "0 to 10 labels", nlabl)
+
+
 def _header(path: Path) -> tuple[Any, np.ndarray | None, int]:
     """(header copy, indexed extended header or None, expected file size in bytes)."""
     size = path.stat().st_size
     if size < 1024:
         found = "an empty file (0 bytes)" if size == 0 else f"{size} bytes"
         raise FileFormatError(path, "MRC header", "a 1024-byte MRC header", found)
-    with warnings.catch_warnings(record=True) as caught:
+    with reading(path, "a readable MRC header", "MRC header"), open(path, "rb") as fh:
+        head = fh.read(1024)
+    _check_words(path, head, size)
+    with warnings.catch_warnings(record=True) as caught, reading(path, "a valid MRC header", "MRC header"):
         warnings.simplefilter("always")
-        try:
-            with mrcfile.open(path, mode="r", permissive=True, header_only=True) as m:
-                header = m.header.copy()
-                ext = None
-                if m.header.exttyp in (b"FEI1", b"FEI2") and m.indexed_extended_header is not None:
-                    ext = m.indexed_extended_header.copy()
-        except ValueError as e:
-            raise FileFormatError(path, "MRC header", "a valid MRC header", str(e)) from None
+        with mrcfile.open(path, mode="r", permissive=True, header_only=True) as m:
+            header = m.header.copy()
+            ext = None
+            if m.header.exttyp in (b"FEI1", b"FEI2") and m.indexed_extended_header is not None:
+                ext = m.indexed_extended_header.copy()
     for w in caught:
         _log.warning("%s: %s", path, w.message)
     nx, ny, nz = (int(header.nx), int(header.ny), int(header.nz))
@@ -79,11 +99,11 @@ def open_mrc(path: Path) -> RawSeries:
     header, ext, expected_size = _header(path)
     nx, ny, nz = int(header.nx), int(header.ny), int(header.nz)
     size = path.stat().st_size
+    what = f"{expected_size} bytes for {nz} x {ny} x {nx} values in mode {int(header.mode)}"
     if size < expected_size:
-        raise FileFormatError(path, "data", f"{expected_size} bytes for {nz} x {ny} x {nx} values in mode {int(header.mode)}",
-                              f"a truncated file of {size} bytes")
-    if nz == 0 or ny == 0 or nx == 0:
-        raise FileFormatError(path, "data", "at least 1 frame", f"shape ({nz}, {ny}, {nx})")
+        raise FileFormatError(path, "data", what, f"a truncated file of {size} bytes")
+    if size > expected_size:  # a wrong mode or grid in the header: reading it would scramble the frames
+        raise FileFormatError(path, "data", what, f"a file of {size} bytes ({size - expected_size} more)")
     if nz == 1:
         raise FileFormatError(path, "data", "a 3-D stack of frames (N, Y, X)", f"a 2-D image of shape ({ny}, {nx})")
     tlt = find_beside(path, (".rawtlt", ".tlt"))
@@ -126,19 +146,14 @@ def open_mrc(path: Path) -> RawSeries:
                       time_detail=f"no {path.with_suffix('.csv').name} with a time_s column")
 
     def load_frames() -> np.ndarray:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                with mrcfile.mmap(path, mode="r", permissive=True) as m:
-                    data = m.data
-                    if data is None or data.ndim != 3:
-                        raise FileFormatError(path, "data", f"a 3-D stack ({nz}, {ny}, {nx})",
-                                              "no data" if data is None else f"shape {data.shape}")
-                    return np.array(data, dtype=np.float32)
-        except ValueError as e:
-            if isinstance(e, FileFormatError):
-                raise
-            raise FileFormatError(path, "data", "readable MRC data", str(e)) from None
+        with warnings.catch_warnings(), reading(path, "readable MRC data", "data"):
+            warnings.simplefilter("ignore")
+            with mrcfile.mmap(path, mode="r", permissive=True) as m:
+                data = m.data
+                if data is None or data.shape != (nz, ny, nx):
+                    raise FileFormatError(path, "data", f"a 3-D stack ({nz}, {ny}, {nx})",
+                                          "no data" if data is None else f"shape {data.shape}")
+                return np.array(data, dtype=np.float32)
 
     return RawSeries(
         label=label + (f" + {tlt.name}" if tlt is not None else ""),

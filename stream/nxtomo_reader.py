@@ -23,7 +23,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from tiltstream.stream.errors import FileFormatError
+from tiltstream.stream.errors import FileFormatError, reading
 from tiltstream.stream.nxtomo import RECORDING_FORMAT, TIME_NAME
 from tiltstream.stream.rawseries import RawSeries, check_per_frame, times_from_count_time, unit_factor
 
@@ -43,6 +43,8 @@ def open_h5(path: Path) -> h5py.File:
         return h5py.File(path, "r")
     except OSError as e:
         plain = str(e)
+    except Exception as e:  # noqa: BLE001 (h5py reports a damaged superblock as RuntimeError, ...)
+        raise FileFormatError(path, "file", "a readable HDF5 file", f"{type(e).__name__}: {e}") from e
     if "truncated" in plain:  # never retry these with SWMR: HDF5 may abort the process
         raise FileFormatError(path, "file", "a complete HDF5 file", f"a truncated file of {size} bytes ({plain})")
     if "open for write" not in plain and "lock" not in plain:
@@ -139,7 +141,7 @@ def _pixel_nm(label: str, g: h5py.Group, root: str, meta: dict[str, Any]) -> flo
 def open_nxtomo(path: Path) -> RawSeries:
     """Read everything but the frames of an NXtomo file (tiltstream recording or foreign)."""
     label = str(path)
-    with open_h5(path) as f:
+    with open_h5(path) as f, reading(label, "a readable NXtomo file"):  # damaged objects: KeyError, OSError, ...
         entry = _find_entry(f, label)
         g = f[entry]
         root = f"/{entry}"
@@ -235,7 +237,7 @@ def open_nxtomo(path: Path) -> RawSeries:
         dtype = str(d.dtype)
 
     def load_frames() -> np.ndarray:
-        with open_h5(path) as fh:
+        with open_h5(path) as fh, reading(label, f"readable frames in {data_name}", data_name):
             frames = fh[data_name][:n]
         if frames.shape[0] != n:
             raise FileFormatError(label, data_name, f"{n} frames", frames.shape[0])

@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from tiltstream.stream.errors import FileFormatError
+from tiltstream.stream.errors import FileFormatError, reading
 from tiltstream.stream.orient import orient_frames
 from tiltstream.stream.rawseries import RawSeries
 from tiltstream.stream.series import TiltSeries
@@ -81,7 +81,9 @@ def open_raw(path: str | os.PathLike) -> RawSeries:
     p = Path(path)
     if not p.exists():
         raise FileFormatError(p, "path", "an existing file or folder", "no such file or folder")
-    return _opener(p)(p)
+    opener = _opener(p)
+    with reading(p, "a readable tilt-series file"):  # a net under the format readers' own checks
+        return opener(p)
 
 
 def read_series(path: str | os.PathLike, *, tilt_axis_angle_deg: float | None = None) -> TiltSeries:
@@ -99,7 +101,8 @@ def read_series(path: str | os.PathLike, *, tilt_axis_angle_deg: float | None = 
     TiltSeries with frames (N, Y, U) float32, tilt axis along Y.
     """
     raw = open_raw(path)
-    frames = raw.load_frames()
+    with reading(raw.label, "readable frames", "frames"):
+        frames = raw.load_frames()
     if frames.shape != (raw.n_frames, *raw.frame_shape):
         raise FileFormatError(raw.label, "frames", f"shape {(raw.n_frames, *raw.frame_shape)}", f"shape {frames.shape}")
     angle, angle_source = _tilt_axis(raw, tilt_axis_angle_deg)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from tiltstream.stream.errors import FileFormatError
+from tiltstream.stream.errors import FileFormatError, reading
 from tiltstream.stream.rawseries import check_per_frame
 
 __all__ = ["AngleTable", "read_tlt", "read_angle_csv", "write_angle_csv", "fields_from_table", "find_beside"]
@@ -62,7 +62,9 @@ def find_beside(path: Path, suffixes: tuple[str, ...]) -> Path | None:
 def read_tlt(path: Path) -> np.ndarray:
     """Tilt angles in degrees, one per line (IMOD ``.rawtlt``/``.tlt``); blank lines are ignored."""
     angles = []
-    for i, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+    with reading(path, "a readable text file of tilt angles"):
+        text_lines = path.read_text(errors="replace").splitlines()
+    for i, line in enumerate(text_lines, start=1):
         text = line.strip()
         if not text:
             continue
@@ -85,7 +87,9 @@ def read_angle_csv(path: Path) -> AngleTable:
     settings: dict[str, str] = {}
     header: list[str] | None = None
     rows: list[list[float]] = []
-    for i, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+    with reading(path, "a readable CSV file of angles and times"):
+        text_lines = path.read_text(errors="replace").splitlines()
+    for i, line in enumerate(text_lines, start=1):
         text = line.strip()
         if not text:
             continue

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import logging
 import re
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import tifffile
 
-from tiltstream.stream.errors import FileFormatError
+from tiltstream.stream.errors import FileFormatError, reading
 from tiltstream.stream.rawseries import RawSeries, unit_factor
 from tiltstream.stream.series import TiltSeries
 from tiltstream.stream.sidecars import fields_from_table, find_beside, read_angle_csv, write_angle_csv
@@ -44,14 +45,85 @@ def _image_shape(path: Path, tif: tifffile.TiffFile) -> tuple[int, ...]:
     return tuple(int(s) for s in series.shape if s != 1) or (1, 1)
 
 
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextmanager
+def _tifffile_warnings(path: Path) -> Iterator[None]:
+    """tifffile's warnings about ``path`` held back: added to an error raised in the block, else logged.
+
+    A damaged file makes tifffile log a warning and then fail; the user sees one message naming
+    the file instead of two.
+    """
+    logger = logging.getLogger("tifffile")
+    handler, propagate = _Collect(), logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield
+    except FileFormatError as e:
+        if handler.messages:
+            found = f"{e.found} (tifffile: {'; '.join(handler.messages[:3])})"
+            raise FileFormatError(e.file, e.field, e.expected, found) from e
+        raise
+    else:
+        for message in handler.messages:
+            _log.warning("%s: tifffile: %s", path, message)
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+
+
 def _open(path: Path) -> tifffile.TiffFile:
     size = path.stat().st_size
     if size == 0:
         raise FileFormatError(path, "file", "a TIFF file", "an empty file (0 bytes)")
-    try:
+    with reading(path, "a readable TIFF file"):
         return tifffile.TiffFile(path)
-    except Exception as e:  # tifffile raises several types for broken files
-        raise FileFormatError(path, "file", "a readable TIFF file", f"{type(e).__name__}: {e}") from None
+
+
+def _data_end(tif: tifffile.TiffFile) -> int:
+    """Byte just past the image data of the first series (where a complete file has at least that many)."""
+    series = tif.series[0]
+    if series.dataoffset is not None:  # contiguous data (ImageJ stacks, uncompressed tifffile writes)
+        return int(series.dataoffset) + int(series.nbytes)
+    end = 0
+    for page in series.pages:
+        if page is not None:
+            end = max([end] + [int(o) + int(c) for o, c in zip(page.dataoffsets, page.databytecounts)])
+    return end
+
+
+def _inspect(path: Path, ndim: int) -> tuple[tuple[int, ...], str, float | None]:
+    """(shape without singleton axes, dtype, pixel size in nm or None) of the first series of ``path``.
+
+    ``ndim`` is 3 for a stack file, 2 for one frame of a folder. A file shorter than its image data
+    (a truncated copy) is refused here, before any frame is read; so is one whose image has another
+    number of dimensions (with tifffile's warnings, which tell a damaged stack from a 2-D image).
+    """
+    with _tifffile_warnings(path):
+        with _open(path) as tif, reading(path, "a readable TIFF file"):
+            if not tif.series:
+                raise FileFormatError(path, "image", "at least one image in the TIFF file", "no image series")
+            shape = _image_shape(path, tif)
+            dtype = str(tif.series[0].dtype)
+            pixel = _pixel_nm(path, tif)
+            end, size = _data_end(tif), path.stat().st_size
+        if end > size:
+            raise FileFormatError(path, "data", f"{end} bytes of image data for shape {shape} {dtype}",
+                                  f"a truncated file of {size} bytes")
+        if ndim == 2 and len(shape) != 2:
+            raise FileFormatError(path, "image", "one 2-D frame (Y, X) per file", f"shape {shape}")
+        if ndim == 3 and len(shape) != 3:
+            found = f"a single 2-D image of shape {shape}" if len(shape) == 2 else f"shape {shape}"
+            raise FileFormatError(path, "image", "a 3-D stack of frames (N, Y, X)", found)
+    return shape, dtype, pixel
 
 
 def _pixel_nm(path: Path, tif: tifffile.TiffFile) -> float | None:
@@ -81,12 +153,7 @@ def open_tiff(path: Path) -> RawSeries:
         files = sorted((p for p in path.iterdir() if p.suffix.lower() in TIFF_SUFFIXES and p.is_file()), key=_natural_key)
         if not files:
             raise FileFormatError(path, "frames", "a folder with *.tif/*.tiff files", "no TIFF files")
-        with _open(files[0]) as tif:
-            shape = _image_shape(files[0], tif)
-            dtype = str(tif.series[0].dtype)
-            pixel = _pixel_nm(files[0], tif)
-        if len(shape) != 2:
-            raise FileFormatError(files[0], "image", "one 2-D frame (Y, X) per file", f"shape {shape}")
+        shape, dtype, pixel = _inspect(files[0], 2)
         n = len(files)
         csv = find_beside(path, (".csv",))
         if csv is None:
@@ -95,13 +162,7 @@ def open_tiff(path: Path) -> RawSeries:
         where = f"{path.with_suffix('.csv').name} beside the folder or a single *.csv inside it"
     else:
         files = [path]
-        with _open(path) as tif:
-            shape = _image_shape(path, tif)
-            dtype = str(tif.series[0].dtype)
-            pixel = _pixel_nm(path, tif)
-        if len(shape) != 3:
-            found = f"a single 2-D image of shape {shape}" if len(shape) == 2 else f"shape {shape}"
-            raise FileFormatError(path, "image", "a 3-D stack of frames (N, Y, X)", found)
+        shape, dtype, pixel = _inspect(path, 3)
         n = shape[0]
         shape = shape[1:]
         csv = find_beside(path, (".csv",))
@@ -121,14 +182,15 @@ def open_tiff(path: Path) -> RawSeries:
 
     def load_frames() -> np.ndarray:
         if len(files) == 1 and not path.is_dir():
-            frames = tifffile.imread(path)
+            with _tifffile_warnings(path), reading(path, "a readable TIFF file"):
+                frames = tifffile.imread(path)
+            if np.size(frames) != n * frame_shape[0] * frame_shape[1]:
+                raise FileFormatError(path, "data", f"{n} frames of shape {frame_shape}", f"shape {np.shape(frames)}")
             return np.asarray(frames, dtype=np.float32).reshape(n, *frame_shape)
         out = np.empty((n, *frame_shape), dtype=np.float32)
         for i, f in enumerate(files):
-            try:
+            with _tifffile_warnings(f), reading(f, "a readable TIFF file"):
                 img = np.squeeze(tifffile.imread(f))
-            except Exception as e:  # tifffile raises several types for broken files
-                raise FileFormatError(f, "file", "a readable TIFF file", f"{type(e).__name__}: {e}") from None
             if img.shape != frame_shape:
                 raise FileFormatError(f, "image", f"shape {frame_shape} like {files[0].name}", f"shape {img.shape}")
             out[i] = img

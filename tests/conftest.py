@@ -1,10 +1,46 @@
+import importlib
 import os
+import sysconfig
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+_CHECKOUT = Path(__file__).resolve().parents[1]
+_SUBPACKAGES = ("tiltstream.acquire", "tiltstream.stream", "tiltstream.recon", "tiltstream.recon.align",
+                "tiltstream.recon.dip", "tiltstream.viz", "tiltstream.sim")
+
+
+def installed_package_problems(checkout: Path = _CHECKOUT) -> list[str]:
+    """Why the imported tiltstream is not the installed one (empty when it is).
+
+    Every package must come from this environment's site-packages and none from the source
+    folders of ``checkout`` (the environment itself may live in the checkout, as .ci/run's does).
+    """
+    site = Path(sysconfig.get_paths()["purelib"]).resolve()
+    sources = [checkout / name for name in ("tiltstream", "acquire", "stream", "recon", "viz", "sim")]
+    problems = []
+    for name in ("tiltstream", *_SUBPACKAGES):
+        try:
+            where = Path(importlib.import_module(name).__file__).resolve()
+        except ImportError as e:
+            problems.append(f"{name}: expected an installed package, got ImportError: {e}")
+            continue
+        if not where.is_relative_to(site) or any(where.is_relative_to(src) for src in sources):
+            problems.append(f"{name}: expected a module under {site}, got {where}")
+    return problems
+
+
+def pytest_configure(config):
+    """With TILTSTREAM_INSTALLED_TEST=1 (set by .ci/run) refuse to test anything but the installed wheel."""
+    if os.environ.get("TILTSTREAM_INSTALLED_TEST") == "1":
+        problems = installed_package_problems()
+        if problems:
+            raise pytest.UsageError("TILTSTREAM_INSTALLED_TEST=1: " + "; ".join(problems))
+
 
 _DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
