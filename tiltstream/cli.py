@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="simulated recording (default: the result's input)")
     s.set_defaults(func=cmd_score)
 
-    from tiltstream import cmd_acquire, cmd_recon, cmd_record, cmd_view, demo  # noqa: PLC0415 (light at import)
+    from tiltstream import cmd_acquire, cmd_keys, cmd_recon, cmd_record, cmd_view, demo  # noqa: PLC0415 (light at import)
 
     demo.register(sub)
     cmd_acquire.register(sub)
@@ -135,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmd_recon.register(sub)
     cmd_view.register(sub)
     cmd_align.register(sub)
+    cmd_keys.register(sub)
     return p
 
 def main(argv: list[str] | None = None) -> int:

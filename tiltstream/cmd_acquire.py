@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from tiltstream._args import positive_int as _positive_int
+from tiltstream._curve_args import add_curve_arguments, curve_from_args
 
 __all__ = ["register", "cmd_sim", "cmd_replay", "cmd_watch"]
 
@@ -67,6 +68,7 @@ def _add_outputs(s: argparse.ArgumentParser) -> None:
                    help="viewer PUB endpoint to bind (lossy), e.g. tcp://127.0.0.1:5556")
     s.add_argument("--send-timeout", type=_seconds, default=None, metavar="S",
                    help="give up when a consumer takes nothing for S seconds (default: wait)")
+    add_curve_arguments(s)
 
 
 def register(subparsers: Any) -> None:
@@ -156,13 +158,17 @@ def _sinks(args: argparse.Namespace) -> Iterator[list[Any]]:
 
     if not args.push and not args.pub:
         raise ValueError("expected --push ENDPOINT(S) and/or --pub ENDPOINT, got neither")
+    push_bind = not getattr(args, "connect", False)
+    # CURVE role per socket: bound --push sockets and the --pub socket are servers, --connect ones clients.
+    push_curve = curve_from_args(args, bind=push_bind) if args.push else None
+    pub_curve = curve_from_args(args, bind=True) if args.pub else None
     sinks: list[Any] = []
     try:
         try:
             if args.push:
-                sinks.append(open_push(args.push, bind=not getattr(args, "connect", False)))
+                sinks.append(open_push(args.push, bind=push_bind, curve=push_curve))
             if args.pub:
-                sinks.append(open_pub(args.pub))
+                sinks.append(open_pub(args.pub, curve=pub_curve))
         except zmq.ZMQError as exc:
             raise RuntimeError(f"{args.push or args.pub}: {exc}") from None
         yield sinks

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from tiltstream._args import positive_float, positive_int
+from tiltstream._curve_args import add_curve_arguments, curve_from_args
 
 __all__ = ["register", "cmd_recon", "engine_config"]
 
@@ -43,6 +44,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("--idle-timeout", type=positive_float, default=None, metavar="S",
                    help="stop after S seconds without frames")
     s.add_argument("--until-end", action="store_true", help="stop when the series ends (end/1)")
+    add_curve_arguments(s)
     s.set_defaults(func=cmd_recon)
     return s
 
@@ -91,11 +93,15 @@ def engine_config(args: argparse.Namespace):
 def cmd_recon(args: argparse.Namespace) -> int:
     from tiltstream.recon.service import ReconService  # noqa: PLC0415
 
+    # The frame socket's CURVE role follows --bind/--connect; the viewers' PUB is always bound (a server).
+    curve = curve_from_args(args, bind=bool(args.bind))
+    pub_curve = curve_from_args(args, bind=True) if args.pub else None
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
     endpoint = args.connect or args.bind
     with ReconService(endpoint, args.pub, engine_config(args), bind=bool(args.bind), resume_from=args.resume,
-                       dip=dip_config(args)) as svc:
+                       dip=dip_config(args), curve=curve, pub_curve=pub_curve) as svc:
         print(f"recon: frames from {svc.frames_endpoint}, publishing on {svc.pub_endpoint}", flush=True)
         try:
             stats = svc.run(stop, until_end=args.until_end, idle_timeout_s=args.idle_timeout)

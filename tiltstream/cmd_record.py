@@ -20,6 +20,7 @@ from typing import Any
 
 from tiltstream._args import positive_float as _positive_float
 from tiltstream._args import positive_int as _positive_int
+from tiltstream._curve_args import add_curve_arguments, curve_from_args
 
 __all__ = ["register", "cmd_record"]
 
@@ -40,30 +41,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace existing files")
     s.add_argument("--ack-every", type=_positive_int, default=100, metavar="N",
                    help="log an ack line every N frames (shown with -v; default 100)")
-    s.add_argument("--curve-key", type=Path, default=None, metavar="FILE",
-                   help="CURVE: this recorder's *.key_secret file (turns encryption on)")
-    s.add_argument("--curve-server-key", type=Path, default=None, metavar="FILE",
-                   help="CURVE with --connect: the sender's public *.key file")
-    s.add_argument("--curve-allowed", type=Path, default=None, metavar="DIR",
-                   help="CURVE with --bind: folder of allowed senders' public *.key files")
+    add_curve_arguments(s)
     s.set_defaults(func=cmd_record)
     return s
-
-
-def _curve(args: argparse.Namespace) -> Any:
-    from tiltstream.stream.sockets import CurveClientConfig, CurveConfig  # noqa: PLC0415
-
-    if args.curve_key is None:
-        if args.curve_server_key or args.curve_allowed:
-            raise ValueError("--curve-server-key/--curve-allowed: expected together with --curve-key")
-        return None
-    if args.bind:
-        if args.curve_allowed is None:
-            raise ValueError("--curve-key with --bind: expected --curve-allowed DIR too")
-        return CurveConfig(args.curve_key, args.curve_allowed)
-    if args.curve_server_key is None:
-        raise ValueError("--curve-key with --connect: expected --curve-server-key FILE too")
-    return CurveClientConfig(args.curve_key, args.curve_server_key)
 
 
 def cmd_record(args: argparse.Namespace) -> int:
@@ -86,7 +66,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     try:
         try:
             recorder = Recorder(
-                args.bind or args.connect, args.out, bind=bool(args.bind), curve=_curve(args),
+                args.bind or args.connect, args.out, bind=bool(args.bind), curve=curve_from_args(args, bind=bool(args.bind)),
                 overwrite=args.overwrite, ack_every=args.ack_every,
             )
         except zmq.ZMQError as exc:

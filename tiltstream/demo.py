@@ -58,6 +58,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("--no-monitor", action="store_true",
                    help="no monitor: neither the window (with a display) nor the headless monitor.png")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--curve", action="store_true",
+                   help="encrypt and authenticate every socket with CURVE keys made for this run in a temp folder")
     s.set_defaults(func=cmd_demo)
     return s
 
@@ -107,8 +109,8 @@ class _Monitor:
     """The demo's monitor: a window in its own process, or (headless) a model fed in a thread and
     rendered to ``monitor.png`` at the end. Started before the simulator, so it sees the whole series."""
 
-    def __init__(self, mode: str, recon_endpoint: str, frames_endpoint: str, out: Path) -> None:
-        self.mode, self.out = mode, out
+    def __init__(self, mode: str, recon_endpoint: str, frames_endpoint: str, out: Path, curve: Any = None) -> None:
+        self.mode, self.out, self.curve = mode, out, curve
         self.recon_endpoint, self.frames_endpoint = recon_endpoint, frames_endpoint
         self.process: Any = None
         self.model: Any = None
@@ -121,7 +123,8 @@ class _Monitor:
         if self.mode == "window":
             from tiltstream.viz.app import launch_monitor  # noqa: PLC0415
 
-            self.process = launch_monitor(self.recon_endpoint, self.frames_endpoint, detach=True, out_dir=self.out)
+            self.process = launch_monitor(self.recon_endpoint, self.frames_endpoint, detach=True, out_dir=self.out,
+                                          curve=self.curve)
             print(f"demo: monitor window opened (pid {self.process.pid}); it stays open after the demo",
                   flush=True)
         else:
@@ -129,7 +132,8 @@ class _Monitor:
             from tiltstream.viz.receiver import StreamReceiver  # noqa: PLC0415
 
             self.model = ViewModel(recon_endpoint=self.recon_endpoint, frames_endpoint=self.frames_endpoint)
-            self.receiver = StreamReceiver(self.model, self.recon_endpoint, self.frames_endpoint).start()
+            self.receiver = StreamReceiver(self.model, self.recon_endpoint, self.frames_endpoint,
+                                           curve=self.curve).start()
         deadline = time.monotonic() + timeout_s
         while publisher.new_subscribers == joined:
             if self.process is not None and self.process.poll() is not None:
@@ -175,6 +179,39 @@ class _Monitor:
         return {"mode": "snapshot", "snapshot": str(path), "status": self.model.status().summary()}
 
 
+class _DemoKeys:
+    """CURVE keys for one encrypted demo run, in a temp folder removed afterwards.
+
+    ``server`` is the pair of the recorder, the service and the simulator (every socket that binds,
+    and the simulator's connecting PUSH sockets); ``client`` the monitor's. The allowed folder holds
+    both public keys.
+    """
+
+    def __init__(self) -> None:
+        import tempfile  # noqa: PLC0415
+
+        from tiltstream.cmd_keys import make_keys  # noqa: PLC0415
+        from tiltstream.stream.sockets import CurveClientConfig, CurveConfig  # noqa: PLC0415
+
+        self._tmp = tempfile.TemporaryDirectory(prefix="tiltstream-demo-keys-")
+        root = Path(self._tmp.name)
+        self.server_public, self.server_secret = make_keys(root, "server")
+        client_public, client_secret = make_keys(root, "client")
+        self.allowed = root / "allowed"
+        self.allowed.mkdir()
+        for public in (self.server_public, client_public):
+            (self.allowed / public.name).write_bytes(public.read_bytes())
+        self.server = CurveConfig(self.server_secret, self.allowed)
+        self.monitor = CurveClientConfig(client_secret, self.server_public)
+
+    def sim_flags(self) -> list[str]:
+        return ["--curve-key", str(self.server_secret), "--curve-server-key", str(self.server_public),
+                "--curve-allowed", str(self.allowed)]
+
+    def cleanup(self) -> None:
+        self._tmp.cleanup()
+
+
 def _nrmse(x: np.ndarray, ref: np.ndarray) -> float:
     return float(np.linalg.norm(x - ref) / np.linalg.norm(ref))
 
@@ -201,8 +238,12 @@ def run_demo(args: argparse.Namespace) -> dict:
     threads = torch.get_num_threads()
     config = EngineConfig(streaming=StreamingParams(window_frames=args.window),
                           device=args.device)
-    recorder = Recorder(tcp_endpoint(0), recording, bind=True, overwrite=True)
-    service = ReconService(tcp_endpoint(0), args.pub, config, bind=True)
+    keys = _DemoKeys() if getattr(args, "curve", False) else None
+    server_curve = None if keys is None else keys.server
+    recorder = Recorder(tcp_endpoint(0), recording, bind=True, overwrite=True, curve=server_curve)
+    service = ReconService(tcp_endpoint(0), args.pub, config, bind=True, curve=server_curve, pub_curve=server_curve)
+    if keys is not None:
+        print(f"demo: CURVE on: every socket encrypted, keys in {keys.allowed.parent}", flush=True)
     print(f"demo: monitors can subscribe to {service.pub_endpoint}", flush=True)
     rec_thread = _Thread("recorder", recorder.run, until_end=True, idle_timeout_s=120.0)
     svc_thread = _Thread("recon", service.run, until_end=True, idle_timeout_s=120.0)
@@ -214,10 +255,13 @@ def run_demo(args: argparse.Namespace) -> dict:
            "--frames", str(args.frames), "--dose", str(args.dose), "--speed", str(args.speed),
            "--seed", str(args.seed), "--connect", "--push", f"{recorder.endpoint},{service.frames_endpoint}",
            "--send-timeout", "60"]
+    if keys is not None:
+        cmd += keys.sim_flags()
     mode = monitor_mode(args.no_monitor, display_available())
     monitor = None
     if mode is not None:  # the raw frames for the monitor: lossy PUB, never slows the simulator down
-        monitor = _Monitor(mode, service.pub_endpoint, free_tcp_endpoint(), out)
+        monitor = _Monitor(mode, service.pub_endpoint, free_tcp_endpoint(), out,
+                           curve=None if keys is None else keys.monitor)
         cmd += ["--pub", monitor.frames_endpoint]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     try:
@@ -238,6 +282,8 @@ def run_demo(args: argparse.Namespace) -> dict:
     finally:
         recorder.close()
         service.close()
+        if keys is not None and (monitor is None or monitor.mode != "window"):
+            keys.cleanup()  # a monitor window (own process) may still need them to reconnect
     live_volume = service.engine.estimator.volume()
     t_live = time.perf_counter() - t_start
     monitor_info = {"mode": None} if monitor is None else monitor.finish()
@@ -268,6 +314,7 @@ def run_demo(args: argparse.Namespace) -> dict:
                       "nrmse": [round(e, 4) for e in truth_4d], "mean_nrmse": float(np.mean(truth_4d))},
         "recording": str(recording),
         "monitor": monitor_info,
+        "curve": keys is not None,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

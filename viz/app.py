@@ -21,6 +21,9 @@ __all__ = ["display_available", "launch_monitor", "render_snapshot", "add_view_a
 log = logging.getLogger(__name__)
 
 
+_SAME: Any = object()
+
+
 def display_available() -> bool:
     """True when a window can be shown here (a display server, or not Linux); False when headless."""
     if os.environ.get("QT_QPA_PLATFORM", "").split(":")[0] in ("offscreen", "minimal"):
@@ -58,6 +61,12 @@ def _command(recon_endpoint: str | None, frames_endpoint: str | None, opts: dict
             cmd += [flag, str(opts[key])]
     if opts.get("size") is not None:
         cmd += ["--size", "{}x{}".format(*opts["size"])]
+    curve, frames_curve = opts.get("curve"), opts.get("frames_curve")
+    if curve is not None:
+        cmd += ["--curve-key", str(curve.client_secret_key_file), "--curve-server-key",
+                str(curve.server_public_key_file)]
+        if frames_curve is not None and frames_curve != curve:
+            cmd += ["--curve-frames-server-key", str(frames_curve.server_public_key_file)]
     return cmd
 
 
@@ -73,6 +82,7 @@ def launch_monitor(
     out_dir: str | Path = ".",
     size: tuple[int, int] = (1600, 1000),
     curve: Any = None,
+    frames_curve: Any = _SAME,
     detach: bool = False,
     show: str = "sirt",
 ) -> Any:
@@ -90,6 +100,7 @@ def launch_monitor(
     out_dir : where the Snapshot and Export buttons write.
     size : window size in pixels (width, height).
     curve : :class:`~tiltstream.stream.sockets.CurveClientConfig` for an encrypted service, or None.
+    frames_curve : the same for the frames publisher when its server key differs (default: ``curve``).
     show : reconstruction to show first: ``"sirt"`` (the streaming SIRT) or ``"dip"`` (the online
         DIP's estimate once one arrives; the SIRT until then). The window's selector changes it.
     detach : start the monitor in a child process (``python -m tiltstream.viz``) and return its
@@ -101,10 +112,12 @@ def launch_monitor(
     The blocking call must run on the main thread (Qt's rule) and returns when the window is closed,
     on Ctrl-C, or after the headless snapshot.
     """
+    if frames_curve is _SAME:
+        frames_curve = curve
     if detach:
-        if curve is not None:
-            raise ValueError("detach: CURVE settings cannot be passed to a child monitor; use the command line")
-        opts = {"snapshot": snapshot, "after_s": after_s if (snapshot or movie) else None, "movie": movie,
+        if frames_curve is not None and curve is None:
+            raise ValueError("detach: frames_curve without curve cannot be passed to a child monitor")
+        opts = {"curve": curve, "frames_curve": frames_curve,"snapshot": snapshot, "after_s": after_s if (snapshot or movie) else None, "movie": movie,
                 "display_hz": display_hz, "history_volumes": history_volumes, "out_dir": out_dir, "size": size,
                 "show": show}
         cmd = _command(recon_endpoint, frames_endpoint, opts)
@@ -128,7 +141,7 @@ def launch_monitor(
     model.set_source(show)
     window = MonitorWindow(model, display_hz=display_hz, out_dir=out_dir)
     window.resize(*size)
-    receiver = StreamReceiver(model, recon_endpoint, frames_endpoint, curve=curve)
+    receiver = StreamReceiver(model, recon_endpoint, frames_endpoint, curve=curve, frames_curve=frames_curve)
     receiver.start()
     errors: list[BaseException] = []
 
@@ -246,10 +259,12 @@ def add_view_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--out-dir", type=Path, default=Path("."), metavar="DIR",
                    help="where the Snapshot and Export buttons write (default: here)")
     s.add_argument("--size", type=_size, default=(1600, 1000), metavar="WxH", help="window size (default 1600x1000)")
-    s.add_argument("--curve-key", type=Path, default=None, metavar="FILE",
-                   help="CURVE: this monitor's *.key_secret file (for an encrypted service)")
-    s.add_argument("--curve-server-key", type=Path, default=None, metavar="FILE",
-                   help="CURVE: the service's public *.key file")
+    from tiltstream._curve_args import add_curve_arguments  # noqa: PLC0415
+
+    add_curve_arguments(s)
+    s.add_argument("--curve-frames-server-key", type=Path, default=None, metavar="FILE",
+                   help="CURVE: public *.key of the --frames publisher when it is not the --curve-server-key "
+                        "machine (default: --curve-server-key)")
 
 
 class _GapLogFilter(logging.Filter):
@@ -283,16 +298,20 @@ def run_from_args(args: argparse.Namespace) -> int:
         raise ValueError("expected --connect RECON_EP and/or --frames FRAMES_EP, got neither")
     # This process is only a viewer: its sockets' per-gap warnings would flood the terminal.
     logging.getLogger("tiltstream.stream.tracking").addFilter(_GapLogFilter())
-    curve = None
-    if args.curve_key or args.curve_server_key:
-        if not (args.curve_key and args.curve_server_key):
-            raise ValueError("--curve-key and --curve-server-key: expected both, got one")
+    from tiltstream._curve_args import curve_from_args  # noqa: PLC0415
+
+    curve = curve_from_args(args, bind=False)  # a monitor only connects: a CURVE client
+    frames_curve = curve
+    if getattr(args, "curve_frames_server_key", None) is not None:
+        if curve is None:
+            raise ValueError("--curve-frames-server-key: expected --curve-key FILE too")
         from tiltstream.stream.sockets import CurveClientConfig  # noqa: PLC0415
 
-        curve = CurveClientConfig(args.curve_key, args.curve_server_key)
+        frames_curve = CurveClientConfig(curve.client_secret_key_file, args.curve_frames_server_key)
     status = launch_monitor(args.connect, args.frames, snapshot=args.snapshot, after_s=args.after, movie=args.movie,
                             display_hz=args.display_hz, history_volumes=args.history, out_dir=args.out_dir,
-                            size=args.size, curve=curve, show=args.show)
+                            size=args.size, curve=curve, frames_curve=frames_curve,
+                            show=args.show)
     if args.snapshot is not None or args.movie is not None:
         written = ", ".join(str(p) for p in (args.snapshot, args.movie) if p is not None)
         print(f"view: wrote {written}; {status.summary()}")

@@ -26,6 +26,7 @@ from tiltstream.viz.model import ViewModel
 __all__ = ["StreamReceiver"]
 
 log = logging.getLogger(__name__)
+_SAME: Any = object()  # default of frames_curve: the same settings as curve
 
 _MAX_BATCH = 16  # messages taken per socket and wake-up: bounds what is held outside the model
 
@@ -46,6 +47,7 @@ class StreamReceiver:
         cost tilt angles; memory is at most this many frames.
     poll_ms : how often the thread checks for :meth:`stop`, milliseconds.
     context, curve : ZeroMQ context and CURVE client settings (see :mod:`tiltstream.stream.sockets`).
+    frames_curve : CURVE client settings of the frames socket when its server key differs (default: ``curve``).
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class StreamReceiver:
         poll_ms: int = 50,
         context: Any = None,
         curve: Any = None,
+        frames_curve: Any = _SAME,
     ) -> None:
         if not recon_endpoint and not frames_endpoint:
             raise ValueError("expected a reconstruction endpoint and/or a frames endpoint, got neither")
@@ -70,6 +73,7 @@ class StreamReceiver:
         self.poll_ms = int(poll_ms)
         self.context = context
         self.curve = curve
+        self.frames_curve = curve if frames_curve is _SAME else frames_curve
         self.received = 0
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -126,7 +130,7 @@ class StreamReceiver:
                                                  curve=self.curve, name=f"monitor {self.recon_endpoint}")))
             if self.frames_endpoint:
                 subs.append(("frames", Subscriber(self.frames_endpoint, rcvhwm=self.frames_rcvhwm,
-                                                  context=self.context, curve=self.curve,
+                                                  context=self.context, curve=self.frames_curve,
                                                   name=f"monitor {self.frames_endpoint}")))
         except BaseException:
             for _, sub in subs:
