@@ -143,7 +143,7 @@ def test_viewer_drop_count_is_not_spoofed_by_a_huge_seq() -> None:
     def metrics(seq: int) -> MetricsMsg:
         return MetricsMsg(stream_id="real", seq=seq, t_s=0.0, values={"x": 1.0})
 
-    with Publisher(tcp_endpoint(0)) as pub, Subscriber(pub.endpoint) as sub:
+    with Publisher(tcp_endpoint(0), sndhwm=100) as pub, Subscriber(pub.endpoint, rcvhwm=100) as sub:
         wait_until(lambda: pub.poll_subscriptions() > 0)
         for seq in [0, 1, 2**62, 2, 3]:
             assert pub.send(metrics(seq))
