@@ -250,3 +250,17 @@ def test_demo_with_curve_runs_encrypted_end_to_end(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["curve"] is True
     assert summary["frames_recorded"] == 24 and summary["frames_reconstructed_live"] == 24
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """``main`` configures the root logger (basicConfig) as the CLI should; later tests get it back."""
+    import logging
+
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    yield
+    root.setLevel(level)
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
