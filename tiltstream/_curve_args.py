@@ -57,18 +57,19 @@ def curve_from_args(args: argparse.Namespace, *, bind: bool) -> Any:
     from tiltstream.stream.sockets import CurveClientConfig, CurveConfig  # noqa: PLC0415
 
     key = Path(key)
+    # the missing option first, then the files that are not there
+    if bind and allowed is None:
+        raise ValueError("--curve-key with a bound socket (--bind/--push/--pub): "
+                         "expected --curve-allowed DIR too (public keys of the allowed clients)")
+    if not bind and server_key is None:
+        raise ValueError("--curve-key with --connect: expected --curve-server-key FILE too "
+                         "(the public *.key of the machine connected to)")
     if not key.is_file():
         raise ValueError(f"--curve-key: expected a *.key_secret file, got {str(key)!r} (no such file)")
     if bind:
-        if allowed is None:
-            raise ValueError("--curve-key with a bound socket (--bind/--push/--pub): "
-                             "expected --curve-allowed DIR too (public keys of the allowed clients)")
         if not Path(allowed).is_dir():
             raise ValueError(f"--curve-allowed: expected a folder of *.key files, got {str(allowed)!r} (no such folder)")
         return CurveConfig(key, Path(allowed))
-    if server_key is None:
-        raise ValueError("--curve-key with --connect: expected --curve-server-key FILE too "
-                         "(the public *.key of the machine connected to)")
     if not Path(server_key).is_file():
         raise ValueError(f"--curve-server-key: expected a public *.key file, got {str(server_key)!r} (no such file)")
     return CurveClientConfig(key, Path(server_key))

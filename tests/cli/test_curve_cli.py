@@ -190,10 +190,10 @@ def test_missing_or_wrong_curve_options_are_named(argv, expected, keys, tmp_path
 # -- end to end ----------------------------------------------------------------------------------
 def test_sim_to_record_with_curve_delivers_every_frame(keys, tmp_path, capsys):
     out = Output(capsys)
-    sim = Cli([*TINY_SIM, "--push", "tcp://127.0.0.1:0", "--send-timeout", "20", *server_flags(keys, "sim")])
+    sim = Cli([*TINY_SIM, "--push", "tcp://127.0.0.1:0", "--send-timeout", "5", *server_flags(keys, "sim")])
     endpoint = out.wait_for(r"sim: publishing .* on (tcp://\S+)").group(1)
     recording = tmp_path / "run.h5"
-    record = Cli(["record", "--connect", endpoint, "--out", recording, "--until-end", "--idle-timeout", "20",
+    record = Cli(["record", "--connect", endpoint, "--out", recording, "--until-end", "--idle-timeout", "5",
                   *client_flags(keys, "rec", "sim")])
     assert record.result() == 0 and sim.result() == 0
     assert "recorded 30 frames" in out.read() and "0 missing" in out.text
@@ -216,7 +216,7 @@ def test_recon_with_curve_reads_a_curve_sim_and_publishes_to_a_curve_viewer(keys
     from tiltstream.stream.transport import Subscriber
 
     out = Output(capsys)
-    sim = Cli([*TINY_SIM, "--push", "tcp://127.0.0.1:0", "--send-timeout", "20", *server_flags(keys, "sim")])
+    sim = Cli([*TINY_SIM, "--push", "tcp://127.0.0.1:0", "--send-timeout", "5", *server_flags(keys, "sim")])
     frames = out.wait_for(r"sim: publishing .* on (tcp://\S+)").group(1)
     # recon: a client of the sim (its --curve-server-key) and a server to viewers (its --curve-allowed)
     recon = Cli(["recon", "--connect", frames, "--pub", "tcp://127.0.0.1:0", "--window", "16", "--device", "cpu",
@@ -227,7 +227,7 @@ def test_recon_with_curve_reads_a_curve_sim_and_publishes_to_a_curve_viewer(keys
     intruder = Subscriber(pub, curve=CurveClientConfig(keys["intruder_secret"], keys["recon"]))
     got, stranger = [], []
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 10
         while time.monotonic() < deadline and not any(type(m).__name__ == "VolumeMsg" for m in got):
             got += viewer.recv_all(timeout_ms=100)
             stranger += intruder.recv_all(timeout_ms=0)
@@ -259,7 +259,12 @@ def _restore_logging():
 
     root = logging.getLogger()
     level, handlers = root.level, list(root.handlers)
+    disabled = {name: lg.disabled for name, lg in logging.root.manager.loggerDict.items()
+                if isinstance(lg, logging.Logger)}
     yield
+    for name, lg in logging.root.manager.loggerDict.items():
+        if isinstance(lg, logging.Logger):
+            lg.disabled = disabled.get(name, False)
     root.setLevel(level)
     for handler in list(root.handlers):
         if handler not in handlers:
