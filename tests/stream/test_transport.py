@@ -209,8 +209,30 @@ def test_garbage_covers_every_kind(rng: np.random.Generator) -> None:
         assert isinstance(parts, list) and all(isinstance(p, bytes) for p in parts), kinds[i % len(kinds)]
 
 
-def test_gaps_and_new_series_are_counted(endpoint: str, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO)
+class _Records(logging.Handler):
+    """Records of the tiltstream.stream loggers, caught at the loggers themselves."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def stream_logs():
+    handler, logger = _Records(), logging.getLogger("tiltstream.stream")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    yield handler
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+def test_gaps_and_new_series_are_counted(endpoint: str, stream_logs: _Records) -> None:
+    caplog = stream_logs
     with FrameSender(endpoint, sndhwm=64) as tx, FrameReceiver(tx.endpoint) as rx:
         for msg in [start("a"), frame(0, "a"), frame(1, "a"), frame(5, "a"), frame(2, "a"),
                     start("b"), frame(0, "b"), frame(9, "a"), frame(3, "c")]:

@@ -1,4 +1,5 @@
 """CURVE from the command line: `tiltstream keys`, the shared --curve* options, encrypted sim -> record,
+# Runs after tests/stream: running it earlier left the stream gap-log tests without their log records (cause not found yet, see the issue 12 note).
 sim -> recon -> viewer, a key that is not allowed, the missing-option errors, `demo --curve`.
 
 The commands run in-process (``tiltstream.cli.main`` in threads) on tcp://127.0.0.1 port 0; the bound
