@@ -131,7 +131,7 @@ class Intake:
         if key == "series" and not self.authority.allowed(peer):
             self.rejects.count(
                 "foreign_sender",
-                f"{_what(msg)} from {peer}: the series belongs to sender {self.authority.owner}, "
+                f"{describe_message(msg)} from {peer}: the series belongs to sender {self.authority.owner}, "
                 "still connected",
             )
             return None
@@ -142,7 +142,7 @@ class Intake:
             if self._continues(held, msg):
                 released = held if self._admit(held, key, tracker, held_peer) else None
             else:
-                self.rejects.count("implausible_seq", f"{_what(held)}: the sequence did not continue from it")
+                self.rejects.count("implausible_seq", f"{describe_message(held)}: the sequence did not continue from it")
         if self._jump(tracker, msg) > self.max_seq_jump:
             self._held[key] = (msg, peer)
             return released
@@ -179,7 +179,7 @@ class Intake:
         series = key == "series"
         if (series and self.require_start and not isinstance(msg, StartMsg) and msg.stream_id != tracker.current
                 and not tracker.is_stale(msg.stream_id)):
-            self.rejects.count("no_start", f"{_what(msg)}: expected start/1 of the series first")
+            self.rejects.count("no_start", f"{describe_message(msg)}: expected start/1 of the series first")
             return False
         result = tracker.observe(msg)
         if result.status is not SeqStatus.OK and not self._noted(msg, result):
@@ -225,6 +225,7 @@ class Intake:
         )
 
 
-def _what(msg: Message) -> str:
+def describe_message(msg: Message) -> str:
+    """E.g. ``frame/1 of series 'ab12' seq 7`` (for log lines and reject details)."""
     seq = getattr(msg, "seq", None)
     return f"{msg.type_string} of series {msg.stream_id!r}" + ("" if seq is None else f" seq {seq}")

@@ -52,7 +52,15 @@ import zmq
 
 from tiltstream.stream.budget import default_budget_bytes, part_limit_bytes
 from tiltstream.stream.authority import PeerTable, new_sender_metadata
-from tiltstream.stream.intake import MAX_TIMEOUT_MS, Curve, Intake, Parts, ReceiverStats, wait_ms
+from tiltstream.stream.intake import (
+    MAX_TIMEOUT_MS,
+    Curve,
+    Intake,
+    Parts,
+    ReceiverStats,
+    describe_message,
+    wait_ms,
+)
 from tiltstream.stream.messages import DEFAULT_LIMITS, Limits, Message
 from tiltstream.stream.protocol import pack
 from tiltstream.stream.pubsub import DEFAULT_VIEWER_HWM, Publisher, Subscriber
@@ -162,10 +170,7 @@ class FrameSender(BaseSocket):
 
 
 def _describe(msg: Any) -> str:
-    if not hasattr(msg, "type_string"):
-        return "a raw message"
-    seq = getattr(msg, "seq", None)
-    return f"{msg.type_string} of series {msg.stream_id!r}" + ("" if seq is None else f" seq {seq}")
+    return describe_message(msg) if hasattr(msg, "type_string") else "a raw message"
 
 
 class FanOutSender:
