@@ -94,7 +94,8 @@ class ReconService:
         dip: OnlineDipConfig | None = None,
     ):
         self.engine = ReconEngine(config)
-        self.receiver = FrameReceiver(frames_endpoint, bind=bind, curve=curve, name="recon", require_start=True)
+        self.receiver = FrameReceiver(frames_endpoint, bind=bind, curve=curve, name="recon", require_start=True,
+                                      memory_budget=self.engine.config.memory_budget_bytes)
         # Room per subscriber for one DIP estimate (n_times volumes + its metrics, which close the
         # estimate for a monitor) beside the SIRT's slices and metrics: a burst is kept whole.
         hwm = DEFAULT_VIEWER_HWM if dip is None else max(DEFAULT_VIEWER_HWM, dip.n_times + 3)

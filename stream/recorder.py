@@ -135,6 +135,8 @@ class Recorder:
     overwrite : replace existing files instead of refusing (first file) or skipping names (later).
     ack_every : log an ``ack`` line at INFO every this many frames (0: never).
     on_ack : called as ``on_ack(path, frames_in_file, seq)`` after each acknowledged frame.
+    memory_budget : bytes the receiving queue may hold; a larger message part disconnects its sender
+        (default :func:`~tiltstream.stream.budget.default_budget_bytes`).
 
     Raises
     ------
@@ -155,6 +157,7 @@ class Recorder:
         overwrite: bool = False,
         ack_every: int = 1,
         on_ack: Callable[[Path, int, int], None] | None = None,
+        memory_budget: int | None = None,
     ) -> None:
         self.path = Path(path)
         if not self.path.parent.is_dir():
@@ -168,7 +171,7 @@ class Recorder:
         self.on_ack = on_ack
         self.receiver = FrameReceiver(
             endpoint, bind=bind, rcvhwm=rcvhwm, context=context, curve=curve, limits=limits,
-            name=f"recorder {endpoint}", require_start=True,
+            name=f"recorder {endpoint}", require_start=True, memory_budget=memory_budget,
         )
         self.endpoint = self.receiver.endpoint
         self.frames_written = 0

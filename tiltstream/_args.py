@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-__all__ = ["positive_int", "positive_float", "floats"]
+__all__ = ["positive_int", "positive_float", "floats", "memory_size"]
 
 
 def positive_int(text: str) -> int:
@@ -32,3 +32,13 @@ def floats(text: str) -> list[float]:
         return [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers like '10,20.5,30', got {text!r}") from None
+
+
+def memory_size(text: str) -> int:
+    """``"8G"``, ``"512M"`` or bytes -> bytes (``--memory-budget``)."""
+    from tiltstream.stream.budget import parse_bytes  # noqa: PLC0415
+
+    try:
+        return parse_bytes(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("memory size: ")) from None

@@ -3,7 +3,8 @@
 Usage::
 
     tiltstream recon --connect tcp://127.0.0.1:5556 --pub tcp://127.0.0.1:5557 [--window 64]
-                     [--subset 16] [--half-life S] [--device auto] [--resume RECORDING.h5] [--align]
+                     [--subset 16] [--half-life S] [--device auto] [--memory-budget 8G] [--resume RECORDING.h5]
+                     [--align]
                      [--dip [--dip-edge 64] [--dip-period 10]]
 
 With ``--dip`` the space-time DIP trains in the background on every frame so far (binned to
@@ -22,7 +23,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from tiltstream._args import positive_float, positive_int
+from tiltstream._args import memory_size, positive_float, positive_int
 from tiltstream._curve_args import add_curve_arguments, curve_from_args
 
 __all__ = ["register", "cmd_recon", "engine_config"]
@@ -58,6 +59,13 @@ def add_engine_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--subset", type=positive_int, default=8, metavar="K", help="frames per ordered-subset step")
     s.add_argument("--steps", type=positive_int, default=1, metavar="N", help="subset steps per update")
     s.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_memory_budget_option(s, "a series whose live estimate needs more is refused")
+
+
+def add_memory_budget_option(s: argparse.ArgumentParser, what: str) -> None:
+    s.add_argument("--memory-budget", type=memory_size, default=None, metavar="SIZE",
+                   help=f"bytes this service may allocate for what peers announce, e.g. 8G or 512M; {what} "
+                        "(default: TILTSTREAM_MEMORY_BUDGET, else a quarter of physical memory)")
 
 
 def add_dip_options(s: argparse.ArgumentParser) -> None:
@@ -87,7 +95,8 @@ def engine_config(args: argparse.Namespace):
 
     params = StreamingParams(window_frames=args.window, window_s=args.window_seconds, half_life_s=args.half_life,
                              subset_size=args.subset, steps_per_update=args.steps)
-    return EngineConfig(streaming=params, device=args.device, align=bool(getattr(args, "align", False)))
+    return EngineConfig(streaming=params, device=args.device, align=bool(getattr(args, "align", False)),
+                        memory_budget_bytes=getattr(args, "memory_budget", None))
 
 
 def cmd_recon(args: argparse.Namespace) -> int:

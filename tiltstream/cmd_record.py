@@ -21,6 +21,7 @@ from typing import Any
 from tiltstream._args import positive_float as _positive_float
 from tiltstream._args import positive_int as _positive_int
 from tiltstream._curve_args import add_curve_arguments, curve_from_args
+from tiltstream.cmd_recon import add_memory_budget_option
 
 __all__ = ["register", "cmd_record"]
 
@@ -41,6 +42,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="replace existing files")
     s.add_argument("--ack-every", type=_positive_int, default=100, metavar="N",
                    help="log an ack line every N frames (shown with -v; default 100)")
+    add_memory_budget_option(s, "a larger message disconnects its sender")
     add_curve_arguments(s)
     s.set_defaults(func=cmd_record)
     return s
@@ -67,7 +69,7 @@ def cmd_record(args: argparse.Namespace) -> int:
         try:
             recorder = Recorder(
                 args.bind or args.connect, args.out, bind=bool(args.bind), curve=curve_from_args(args, bind=bool(args.bind)),
-                overwrite=args.overwrite, ack_every=args.ack_every,
+                overwrite=args.overwrite, ack_every=args.ack_every, memory_budget=args.memory_budget,
             )
         except zmq.ZMQError as exc:
             raise RuntimeError(f"{args.bind or args.connect}: {exc}") from None

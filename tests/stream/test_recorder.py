@@ -383,3 +383,45 @@ def test_record_command_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[
     summary = f"recorded 2 frames in 1 file ({tmp_path / 'c.h5'}); 0 rejected; 0 missing in 0 gaps"
     assert capsys.readouterr().out == summary + "\n"
     assert read_series(tmp_path / "c.h5").metadata["recording_closed"] is True
+
+
+@pytest.mark.parametrize("budget, big_arrives", [(None, True), ("1M", False)])
+def test_memory_budget_bounds_what_a_peer_can_make_the_recorder_receive(
+        tmp_path: Path, budget: str | None, big_arrives: bool) -> None:
+    import argparse
+
+    from tiltstream.cmd_record import register
+
+    parser = argparse.ArgumentParser(prog="tiltstream")
+    register(parser.add_subparsers())
+    argv = ["record", "--bind", "tcp://127.0.0.1:0", "--out", str(tmp_path / "run.h5")]
+    args = parser.parse_args(argv + (["--memory-budget", budget] if budget else []))
+    assert args.memory_budget == (None if budget is None else 2**20)
+    path = tmp_path / "run.h5"
+    with Recorder(tcp_endpoint(0), path, bind=True, memory_budget=args.memory_budget) as rec:
+        # 1 MiB over a queue of 32 messages: parts up to ~31 KiB; a 200 KiB part disconnects its sender
+        with FrameSender(rec.endpoint, bind=False) as stranger:
+            assert stranger.send_raw([b"\x81\xa4type\xa7frame/1", bytes(200_000)])
+            time.sleep(0.3)
+        with FrameSender(rec.endpoint, bind=False) as tx:
+            for msg in [start(), frame(0), frame(1), end(n=2)]:
+                assert tx.send(msg)
+            rec.run(until_end=True, idle_timeout_s=10)
+        stats = rec.stats
+    check_frames(path, [0, 1])
+    assert (stats.rejected == 1) is big_arrives and stats.rejected <= 1
+
+
+def test_memory_budget_option_says_what_it_expected(capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from tiltstream.cmd_recon import engine_config
+    from tiltstream.cmd_recon import register as register_recon
+
+    parser = argparse.ArgumentParser(prog="tiltstream")
+    register_recon(parser.add_subparsers())
+    args = parser.parse_args(["recon", "--connect", "tcp://127.0.0.1:1", "--memory-budget", "512M"])
+    assert engine_config(args).memory_budget_bytes == 512 * 2**20
+    with pytest.raises(SystemExit):
+        parser.parse_args(["recon", "--connect", "tcp://127.0.0.1:1", "--memory-budget", "lots"])
+    assert "expected a size like '8G', '512M' or bytes, got 'lots'" in capsys.readouterr().err
