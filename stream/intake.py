@@ -69,6 +69,7 @@ class Intake:
     name : label for log lines.
     limits : what the codec accepts; ``limits.max_seq_jump`` bounds a plausible jump in ``seq``.
     gap_log_level : logging level of gap lines.
+    gap_log_period_s : at most one gap line per this many seconds (0: every gap).
     peers : the socket's peer table (None: every message is trusted as the same sender).
     max_seq_jump : see below; default ``limits.max_seq_jump``.
     require_start : frames (and end/1) of a series whose ``start/1`` was not seen are rejected
@@ -91,8 +92,10 @@ class Intake:
         peers: PeerTable | None = None,
         require_start: bool = False,
         max_seq_jump: int | None = None,
+        gap_log_period_s: float = 0.0,
     ) -> None:
         self.name = name
+        self.gap_log_period_s = gap_log_period_s
         self.limits = limits
         self.gap_log_level = gap_log_level
         self.require_start = require_start
@@ -117,7 +120,8 @@ class Intake:
     def _tracker(self, key: str) -> SeqTracker:
         tracker = self.trackers.get(key)
         if tracker is None:
-            tracker = self.trackers[key] = SeqTracker(gap_log_level=self.gap_log_level)
+            tracker = self.trackers[key] = SeqTracker(gap_log_level=self.gap_log_level,
+                                                           gap_log_period_s=self.gap_log_period_s)
         return tracker
 
     def accept(self, parts: Parts) -> Message | None:

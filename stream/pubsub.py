@@ -86,6 +86,8 @@ class Publisher(BaseSocket):
 
 #: A viewer loses messages by design (latest wins): only a jump this long waits for confirmation.
 VIEWER_MAX_SEQ_JUMP = 2**20
+#: A viewer's gaps are expected drops, counted in its status line: one log line per this many seconds.
+VIEWER_GAP_LOG_PERIOD_S = 30.0
 
 
 class Subscriber(BaseSocket):
@@ -123,7 +125,8 @@ class Subscriber(BaseSocket):
         self._peers = PeerTable(self._socket)
         # a viewer's gaps are drops it expects and counts (stats, status line): logged at INFO
         self._intake = Intake(name or f"subscriber {self.endpoint}", limits, logging.INFO, peers=self._peers,
-                              max_seq_jump=max(limits.max_seq_jump, VIEWER_MAX_SEQ_JUMP))
+                              max_seq_jump=max(limits.max_seq_jump, VIEWER_MAX_SEQ_JUMP),
+                              gap_log_period_s=VIEWER_GAP_LOG_PERIOD_S)
         self.max_drain = int(max_drain)
         self.skipped = 0
 

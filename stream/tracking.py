@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -97,10 +98,24 @@ class SeqTracker:
     max_old_series : how many earlier stream_ids are remembered as stale.
     gap_log_level : logging level of the line each gap logs (WARNING; a viewer, whose gaps are
         expected drops shown in its status, logs them at INFO).
+    gap_log_period_s : at most one gap line per this many seconds; the next line says how many
+        gaps it summarises (0: a line for every gap, as the lossless path logs them).
+    clock : monotonic time source in seconds (injectable for tests).
     """
 
-    def __init__(self, *, max_old_series: int = 1024, gap_log_level: int = logging.WARNING) -> None:
+    def __init__(
+        self,
+        *,
+        max_old_series: int = 1024,
+        gap_log_level: int = logging.WARNING,
+        gap_log_period_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.gap_log_level = gap_log_level
+        self.gap_log_period_s = float(gap_log_period_s)
+        self._clock = clock
+        self._gap_logged_at = -math.inf
+        self._gaps_unlogged = 0
         self._old: deque[str] = deque(maxlen=max_old_series)
         self._old_set: set[str] = set()
         self.current: str | None = None
@@ -128,15 +143,23 @@ class SeqTracker:
         if status in _REJECTED:
             self.n_rejected += 1
         if missing:
-            logger.log(
-                self.gap_log_level,
-                "series %s: %d missing seq in [%d, %d)",
-                stream_id,
-                len(missing),
-                missing.start,
-                missing.stop,
-            )
+            self._log_gap(stream_id, missing)
         return SeqResult(status, stream_id, seq, missing)
+
+    def _log_gap(self, stream_id: str, missing: range) -> None:
+        if self.gap_log_period_s > 0:
+            now = self._clock()
+            if now - self._gap_logged_at < self.gap_log_period_s:
+                self._gaps_unlogged += 1
+                return
+            self._gap_logged_at = now
+        more, self._gaps_unlogged = self._gaps_unlogged, 0
+        logger.log(
+            self.gap_log_level,
+            "series %s: %d missing seq in [%d, %d)%s",
+            stream_id, len(missing), missing.start, missing.stop,
+            f" (and {more} more gaps in the last {self.gap_log_period_s:g} s)" if more else "",
+        )
 
     def begin(self, stream_id: str) -> SeqResult:
         """Record a ``start/1`` of ``stream_id``."""

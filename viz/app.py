@@ -267,37 +267,11 @@ def add_view_arguments(s: argparse.ArgumentParser) -> None:
                         "machine (default: --curve-server-key)")
 
 
-class _GapLogFilter(logging.Filter):
-    """On the viewer path lost messages are expected and counted in the status line; keep one log line
-    per 30 s instead of one per gap."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.last = -1e9
-        self.hidden = 0
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        import time  # noqa: PLC0415
-
-        if "missing seq" not in record.getMessage():
-            return True
-        now = time.monotonic()
-        if now - self.last < 30.0:
-            self.hidden += 1
-            return False
-        self.last = now
-        if self.hidden:
-            record.msg = f"{record.msg} (and {self.hidden} more gaps in the last 30 s; see the status line)"
-            self.hidden = 0
-        return True
-
-
 def run_from_args(args: argparse.Namespace) -> int:
     """Run ``tiltstream view`` with parsed ``args``; prints one summary line in headless mode."""
     if not args.connect and not args.frames:
         raise ValueError("expected --connect RECON_EP and/or --frames FRAMES_EP, got neither")
     # This process is only a viewer: its sockets' per-gap warnings would flood the terminal.
-    logging.getLogger("tiltstream.stream.tracking").addFilter(_GapLogFilter())
     from tiltstream._curve_args import curve_from_args  # noqa: PLC0415
 
     curve = curve_from_args(args, bind=False)  # a monitor only connects: a CURVE client

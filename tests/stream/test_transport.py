@@ -209,30 +209,8 @@ def test_garbage_covers_every_kind(rng: np.random.Generator) -> None:
         assert isinstance(parts, list) and all(isinstance(p, bytes) for p in parts), kinds[i % len(kinds)]
 
 
-class _Records(logging.Handler):
-    """Records of the tiltstream.stream loggers, caught at the loggers themselves."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.DEBUG)
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-
-@pytest.fixture
-def stream_logs():
-    handler, logger = _Records(), logging.getLogger("tiltstream.stream")
-    level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    yield handler
-    logger.removeHandler(handler)
-    logger.setLevel(level)
-
-
-def test_gaps_and_new_series_are_counted(endpoint: str, stream_logs: _Records) -> None:
-    caplog = stream_logs
+def test_gaps_and_new_series_are_counted(endpoint: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="tiltstream.stream")
     with FrameSender(endpoint, sndhwm=64) as tx, FrameReceiver(tx.endpoint) as rx:
         for msg in [start("a"), frame(0, "a"), frame(1, "a"), frame(5, "a"), frame(2, "a"),
                     start("b"), frame(0, "b"), frame(9, "a"), frame(3, "c")]:
@@ -295,6 +273,33 @@ def test_gaps_log_warnings_on_the_lossless_path_and_info_on_the_viewer_path(
             sub.recv_latest(timeout_ms=100)
     viewer = [r for r in caplog.records if "series s1: 2 missing seq" in r.getMessage()]
     assert [r.levelno for r in viewer] == [logging.INFO]
+
+
+def test_gap_lines_are_rate_limited_only_where_asked() -> None:
+    from tiltstream.stream.tracking import SeqTracker
+
+    now = [0.0]
+    seen: list[str] = []
+
+    class Catch(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    handler, logger = Catch(), logging.getLogger("tiltstream.stream.tracking")
+    logger.addHandler(handler)
+    try:
+        for period, expected in [(0.0, 4), (30.0, 2)]:
+            seen.clear()
+            tracker = SeqTracker(gap_log_period_s=period, clock=lambda: now[0])
+            tracker.begin("s")
+            for seq, t in [(0, 0.0), (2, 1.0), (4, 2.0), (6, 31.0), (8, 32.0)]:  # a gap at each but the first
+                now[0] = t
+                assert tracker.check("s", seq).accepted
+            assert tracker.n_missing == 4 and len(seen) == expected
+        assert seen == ["series s: 1 missing seq in [1, 2)",
+                        "series s: 1 missing seq in [5, 6) (and 1 more gaps in the last 30 s)"]
+    finally:
+        logger.removeHandler(handler)
 
 
 def test_receive_and_send_timeouts_follow_each_call(endpoint: str) -> None:
