@@ -4,9 +4,7 @@ from tiltstream.recon.geometry import ProjectionGeometry, VolumeGeometry, projec
 from tiltstream.recon.projector import (
     Projector,
     available_backends,
-    backproject_slices,
     operator,
-    project_slices,
     resolve_device,
 )
 
@@ -18,7 +16,5 @@ __all__ = [
     "Projector",
     "available_backends",
     "operator",
-    "project_slices",
-    "backproject_slices",
     "resolve_device",
 ]

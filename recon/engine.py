@@ -206,14 +206,7 @@ class ReconEngine:
         est = self.estimator
         reproj = None
         if est.window_size >= self.aligner.params.min_frames_for_reprojection:
-            import torch  # noqa: PLC0415
-
-            from tiltstream.recon.projector import project_slices  # noqa: PLC0415
-
-            vol = torch.as_tensor(est.volume()).permute(1, 0, 2).contiguous()  # (Y, Z, X) slices
-            rows = project_slices(vol, np.full(vol.shape[0], float(msg.angle_deg)), n_det=data.shape[1],
-                                  axis_offset_px=self.config.axis_offset_px)
-            reproj = rows.numpy()
+            reproj = est.project(float(msg.angle_deg))
         corrected, self._last_shift = self.aligner.correct(data, float(msg.angle_deg), reprojection=reproj,
                                                            seq=int(msg.seq))
         return corrected

@@ -79,7 +79,7 @@ def fbp(A: Projector, y: Any, *, window: str = "shepp-logan", min_value: float |
     q = torch.fft.irfft(spec, n=size, dim=-1)[..., :n_det]
     w = torch.as_tensor(angular_weights(A.proj_geom.angles_deg), device=A.device, dtype=A.dtype)
     q = q * w[:, None, None]
-    x = A._adjoint_impl(q.contiguous())
+    x = A.adjoint(q.contiguous())
     if min_value is not None:
         x.clamp_(min=min_value)
     return x.cpu().numpy() if is_numpy else x

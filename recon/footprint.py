@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["strip_footprint", "N_TAPS"]
+__all__ = ["strip_footprint", "strip_coo", "N_TAPS"]
 
 #: Detector bins a voxel can touch at any angle.
 N_TAPS = 3
@@ -72,3 +72,29 @@ def strip_footprint(
     w = torch.where(on_det, w, torch.zeros((), device=dev, dtype=dt))
     bins = bins_f.clamp(0, n_det - 1).to(torch.int64)
     return bins, w
+
+
+def strip_coo(
+    angles_rad: torch.Tensor,
+    nz: int,
+    nx: int,
+    n_det: int,
+    axis_offset_px: float = 0.0,
+    *,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, int]]:
+    """The strip-model matrix of A angles: its nonzeros as (rows, cols, values) and its shape.
+
+    The one factory of the projection matrix: every projector, the streaming SIRT's per-frame
+    blocks and the DIP's per-frame matrices convert these triplets to their own layout.
+    Row ``a·U + j`` is detector column j of angle a (frame-major), column ``z·X + x`` a voxel of the
+    (Z, X) slice; the matrix is (A·U, Z·X) and applies to every Y-slice alike.
+    """
+    n_ang = int(angles_rad.shape[0])
+    bins, w = strip_footprint(angles_rad, nz, nx, n_det, axis_offset_px)
+    dev = angles_rad.device
+    rows = (torch.arange(n_ang, device=dev).reshape(-1, 1, 1) * n_det + bins).reshape(-1)
+    cols = torch.arange(nz * nx, device=dev).expand(n_ang, N_TAPS, -1).reshape(-1)
+    w = w.reshape(-1)
+    keep = w > 0
+    return rows[keep], cols[keep], w[keep].to(dtype), (n_ang * n_det, nz * nx)

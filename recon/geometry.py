@@ -74,6 +74,11 @@ class ProjectionGeometry:
     def n_angles(self) -> int:
         return int(self.angles_deg.size)
 
+    def subset(self, idx) -> "ProjectionGeometry":
+        """The geometry of frames ``idx`` (an index, a slice or an index array), in that order."""
+        picked = np.atleast_1d(np.arange(self.n_angles)[idx])
+        return ProjectionGeometry(self.angles_deg[picked], self.det_shape, self.axis_offset_px)
+
     @property
     def angles_rad(self) -> np.ndarray:
         return np.deg2rad(self.angles_deg)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tiltstream.recon.footprint import N_TAPS, strip_footprint
+from tiltstream.recon.footprint import strip_coo
 from tiltstream.recon.geometry import ProjectionGeometry, VolumeGeometry
 
 __all__ = [
@@ -32,8 +32,6 @@ __all__ = [
     "operator",
     "available_backends",
     "resolve_device",
-    "project_slices",
-    "backproject_slices",
 ]
 
 log = logging.getLogger(__name__)
@@ -89,7 +87,12 @@ class Projector:
     """Linear operator from volumes (Z, Y, X) to projections (N, Y, U).
 
     ``A(x)`` projects, ``A.T(y)`` backprojects (the adjoint), ``A.domain_shape`` and
-    ``A.range_shape`` give the shapes. Both directions also take a leading batch axis.
+    ``A.range_shape`` give the shapes. Both directions also take a leading batch axis. ``A[idx]``
+    is the projector of frames ``idx`` only (an index, a slice or an index array): ``A[idx](x)``
+    equals ``A(x)[idx]``.
+
+    The ``flat_*`` methods are the iterative solvers' layout (no permutes per iteration); for a
+    backend without its own they are the plain (Z, Y, X) / (N, Y, U) arrays.
     """
 
     backend = "abstract"
@@ -121,6 +124,10 @@ class Projector:
 
     def adjoint(self, y: Any, out: Any = None) -> Any:
         return self._apply(y, out, transpose=True)
+
+    def __getitem__(self, idx: Any) -> "Projector":
+        return operator(self.vol_geom, self.proj_geom.subset(idx), backend=self.backend, device=self.device,
+                        dtype=self.dtype)
 
     @cached_property
     def T(self) -> "_Adjoint":  # noqa: N802 (matches the maths and tomosipo)
@@ -163,6 +170,26 @@ class Projector:
     def _adjoint_impl(self, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    # -- the solvers' layout ------------------------------------------------------------------
+    def to_flat_volume(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def from_flat_volume(self, xf: torch.Tensor) -> torch.Tensor:
+        return xf
+
+    def to_flat_proj(self, y: torch.Tensor) -> torch.Tensor:
+        return y
+
+    def flat_ones(self, *, domain: bool) -> torch.Tensor:
+        """Ones in the flat layout of the domain (volume) or range (projections), for row/column sums."""
+        return torch.ones(self.domain_shape if domain else self.range_shape, device=self.device, dtype=self.dtype)
+
+    def flat_forward(self, xf: torch.Tensor) -> torch.Tensor:
+        return self._forward_impl(xf)
+
+    def flat_adjoint(self, yf: torch.Tensor) -> torch.Tensor:
+        return self._adjoint_impl(yf)
+
 
 class _Adjoint:
     """``A.T``: the adjoint as an operator (``A.T(y)``, ``A.T.T is A``)."""
@@ -183,19 +210,11 @@ class TorchProjector(Projector):
 
     def __init__(self, vol: VolumeGeometry, proj: ProjectionGeometry, *, device: torch.device, dtype=torch.float32):
         super().__init__(vol, proj, device, dtype)
-        nz, nx = vol.nz, vol.nx
-        n_ang, n_det = proj.n_angles, proj.det_shape[1]
         angles = torch.as_tensor(proj.angles_rad, dtype=torch.float64, device=device)
-        bins, w = strip_footprint(angles, nz, nx, n_det, proj.axis_offset_px)
-        rows = (torch.arange(n_ang, device=device).reshape(-1, 1, 1) * n_det + bins).reshape(-1)
-        cols = torch.arange(nz * nx, device=device).expand(n_ang, N_TAPS, -1).reshape(-1)
-        w = w.reshape(-1)
-        keep = w > 0
-        rows, cols, w = rows[keep], cols[keep], w[keep].to(dtype)
-        m, n = n_ang * n_det, nz * nx
+        rows, cols, w, (m, n) = strip_coo(angles, vol.nz, vol.nx, proj.det_shape[1], proj.axis_offset_px, dtype=dtype)
         self.matrix = _csr(rows, cols, w, (m, n))
         self.matrix_t = _csr(cols, rows, w, (n, m))
-        self.nnz = int(w.numel())
+        self.nnz = int(w.numel())  # the stored nonzeros (memory: 2 × nnz values and indices)
 
     def _forward_impl(self, x: torch.Tensor) -> torch.Tensor:
         # (..., Z, Y, X) -> (Z·X, Y·B) -> A @ -> (N·U, Y·B) -> (..., N, Y, U)
@@ -233,6 +252,11 @@ class TorchProjector(Projector):
     def from_flat_proj(self, yf: torch.Tensor) -> torch.Tensor:
         n, ny, nu = self.range_shape
         return yf.reshape(n, nu, ny).permute(0, 2, 1).clone(memory_format=torch.contiguous_format)
+
+    def flat_ones(self, *, domain: bool) -> torch.Tensor:
+        # every Y-slice has the same matrix: one column of ones stands for all of them
+        n = self.matrix.shape[1] if domain else self.matrix.shape[0]
+        return torch.ones(n, 1, device=self.device, dtype=self.dtype)
 
     def flat_forward(self, xf: torch.Tensor) -> torch.Tensor:
         return self.matrix @ xf
@@ -278,82 +302,3 @@ def operator(
 
         return AstraCudaProjector(vol, proj, device=dev if dev.type == "cuda" else torch.device("cuda"))
     raise ValueError(f"backend: expected one of 'auto', 'torch', 'astra', got {backend!r}")
-
-
-# -- per-slice projection at per-slice angles (the DIP's batches) ---------------------------------
-class _SliceProjectFn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, slices: torch.Tensor, bins: torch.Tensor, w: torch.Tensor, n_det: int) -> torch.Tensor:
-        ctx.save_for_backward(bins, w)
-        return _scatter(slices, bins, w, n_det)
-
-    @staticmethod
-    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
-        bins, w = ctx.saved_tensors
-        return _gather(g, bins, w), None, None, None
-
-
-class _SliceBackprojectFn(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, rows: torch.Tensor, bins: torch.Tensor, w: torch.Tensor, n_det: int) -> torch.Tensor:
-        ctx.save_for_backward(bins, w)
-        ctx.n_det = n_det
-        return _gather(rows, bins, w)
-
-    @staticmethod
-    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:
-        bins, w = ctx.saved_tensors
-        return _scatter(g, bins, w, ctx.n_det), None, None, None
-
-
-def _scatter(slices: torch.Tensor, bins: torch.Tensor, w: torch.Tensor, n_det: int) -> torch.Tensor:
-    """(B, V) slices, (B, T, V) taps → (B, U) detector rows."""
-    b = slices.shape[0]
-    vals = (w * slices[:, None, :]).reshape(b, -1)
-    out = torch.zeros(b, n_det, device=slices.device, dtype=vals.dtype)
-    return out.scatter_add_(1, bins.reshape(b, -1), vals)
-
-
-def _gather(rows: torch.Tensor, bins: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """(B, U) detector rows → (B, V) slices."""
-    b = rows.shape[0]
-    g = torch.gather(rows, 1, bins.reshape(b, -1)).reshape(bins.shape)
-    return (g * w).sum(1)
-
-
-def _slice_taps(angles_deg: Any, shape_zx: tuple[int, int], n_det: int, axis_offset_px: float, like: torch.Tensor):
-    ang = torch.as_tensor(np.deg2rad(np.asarray(angles_deg, dtype=np.float64)), device=like.device).reshape(-1)
-    bins, w = strip_footprint(ang, shape_zx[0], shape_zx[1], n_det, axis_offset_px)
-    return bins, w.to(like.dtype)
-
-
-def project_slices(
-    slices: torch.Tensor, angles_deg: Any, *, n_det: int | None = None, axis_offset_px: float = 0.0
-) -> torch.Tensor:
-    """Project each (Z, X) slice at its own angle: (B, Z, X), (B,) degrees → (B, U) detector rows.
-
-    The same strip model as :class:`TorchProjector`; differentiable, with the exact adjoint
-    (:func:`backproject_slices`) as its gradient. This is the batching unit of the space-time model,
-    where every row of every frame has its own time and angle.
-    """
-    if slices.ndim != 3:
-        raise ValueError(f"slices: expected (B, Z, X), got shape {tuple(slices.shape)}")
-    b, nz, nx = slices.shape
-    n_det = nx if n_det is None else int(n_det)
-    bins, w = _slice_taps(angles_deg, (nz, nx), n_det, axis_offset_px, slices)
-    if bins.shape[0] != b:
-        raise ValueError(f"angles_deg: expected {b} angles (one per slice), got {bins.shape[0]}")
-    return _SliceProjectFn.apply(slices.reshape(b, -1), bins, w, n_det)
-
-
-def backproject_slices(
-    rows: torch.Tensor, angles_deg: Any, shape_zx: tuple[int, int], *, axis_offset_px: float = 0.0
-) -> torch.Tensor:
-    """Adjoint of :func:`project_slices`: (B, U) rows, (B,) degrees → (B, Z, X)."""
-    if rows.ndim != 2:
-        raise ValueError(f"rows: expected (B, U), got shape {tuple(rows.shape)}")
-    b, n_det = rows.shape
-    bins, w = _slice_taps(angles_deg, shape_zx, n_det, axis_offset_px, rows)
-    if bins.shape[0] != b:
-        raise ValueError(f"angles_deg: expected {b} angles (one per row), got {bins.shape[0]}")
-    return _SliceBackprojectFn.apply(rows, bins, w, n_det).reshape(b, *shape_zx)

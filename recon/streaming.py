@@ -1,13 +1,16 @@
 """Streaming SIRT: fold every new frame into a time-local estimate of the current volume.
 
-Each frame gets its own small sparse projector block (strip model, :mod:`.footprint`), kept in a
-bounded window (last ``window_frames`` frames and/or ``window_s`` seconds). Every update runs
+Each frame gets its own one-frame projector (:func:`~.projector.operator`, the strip model) and
+SIRT block (:class:`~.sirt.Block`), kept in a bounded window (last ``window_frames`` frames and/or ``window_s`` seconds). Every update runs
 ordered-subset SIRT steps on a subset of the window: the frames that arrived since the last update
 plus the least recently revisited ones, so every frame in the window is revisited regularly while
 the cost per update stays fixed. Older frames can also be down-weighted by exponential forgetting
 (``half_life_s``). The estimate is warm-started from the previous one, never restarted.
 
     x ← clip(x + λ · C_S ⊙ Σ_{i∈S} w_i A_iᵀ R_i (y_i − A_i x)),   C_S = 1 / Σ_{i∈S} w_i A_iᵀ1
+
+which is :func:`~.sirt.sirt_step` over the subset's blocks: with a window holding every frame and
+no forgetting, the updates are batch OS-SIRT (:func:`~.sirt.sirt` with ``subsets``) step for step.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from tiltstream.recon.footprint import N_TAPS, strip_footprint
-from tiltstream.recon.projector import _csr, resolve_device
+from tiltstream.recon.footprint import N_TAPS
+from tiltstream.recon.geometry import ProjectionGeometry, VolumeGeometry
+from tiltstream.recon.projector import operator, resolve_device
+from tiltstream.recon.sirt import Block, inverse, sirt_step
 from tiltstream.stream.validation import FrameRejected, check_frame
 
 __all__ = ["StreamingParams", "StreamingSirt", "FrameRejected"]
@@ -69,10 +74,7 @@ class _Entry:
     seq: int
     angle_deg: float
     t_s: float
-    y: torch.Tensor  # (U, Y) flat frame
-    A: torch.Tensor  # (U, Z·X) CSR
-    At: torch.Tensor  # (Z·X, U) CSR
-    inv_rows: torch.Tensor  # (U, 1)
+    block: Block  # the frame's one-frame projector, its data (U, Y) and inverse row sums
     col_sums: torch.Tensor  # (Z·X, 1)
     last_used: int = -1
 
@@ -103,6 +105,7 @@ class StreamingSirt:
         self.frame_shape = (ny, int(det_cols or nx))
         self.axis_offset_px = float(axis_offset_px)
         self.device = resolve_device(device)
+        self._vol = VolumeGeometry(self.vol_shape)
         self._x = torch.zeros(nz * nx, ny, device=self.device)
         self._window: deque[_Entry] = deque()
         self._n_updates = 0
@@ -129,21 +132,10 @@ class StreamingSirt:
         self._trim()
 
     def _entry(self, frame: np.ndarray, angle_deg: float, t_s: float, seq: int) -> _Entry:
-        nz, _, nx = self.vol_shape
-        nu = self.frame_shape[1]
-        ang = torch.tensor([math.radians(angle_deg)], dtype=torch.float64, device=self.device)
-        bins, w = strip_footprint(ang, nz, nx, nu, self.axis_offset_px)
-        rows, w = bins.reshape(-1), w.reshape(-1)
-        cols = torch.arange(nz * nx, device=self.device).expand(N_TAPS, -1).reshape(-1)
-        keep = w > 0
-        rows, cols, w = rows[keep], cols[keep], w[keep].float()
-        A = _csr(rows, cols, w, (nu, nz * nx))
-        At = _csr(cols, rows, w, (nz * nx, nu))
-        row_sums = torch.zeros(nu, device=self.device).index_add_(0, rows, w)
-        inv_rows = torch.where(row_sums > 1e-6, 1.0 / row_sums.clamp(min=1e-6), torch.zeros_like(row_sums))
-        col_sums = torch.zeros(nz * nx, device=self.device).index_add_(0, cols, w)
-        y = torch.as_tensor(np.ascontiguousarray(frame.T), device=self.device)
-        return _Entry(seq, angle_deg, t_s, y, A, At, inv_rows[:, None], col_sums[:, None])
+        A = operator(self._vol, ProjectionGeometry([angle_deg], self.frame_shape, self.axis_offset_px),
+                     backend="torch", device=self.device)
+        block = Block.of(A, torch.as_tensor(frame[None], device=self.device))
+        return _Entry(seq, angle_deg, t_s, block, block.column_sums())
 
     def _trim(self) -> None:
         p = self.params
@@ -178,23 +170,24 @@ class StreamingSirt:
         for _ in range(p.steps_per_update if steps is None else steps):
             self._n_updates += 1
             subset = self._subset()
-            weights = self._weights(subset)
+            blocks = []
             col = torch.zeros_like(subset[0].col_sums)
-            acc = torch.zeros_like(self._x)
-            res2 = norm2 = 0.0
-            for e, w in zip(subset, weights):
-                r = e.y - e.A @ self._x
-                res2 += float(torch.sum(r * r))
-                norm2 += float(torch.sum(e.y * e.y))
-                acc.addmm_(e.At, r.mul_(e.inv_rows), alpha=w)
+            for e, w in zip(subset, self._weights(subset)):
+                e.block.weight = w
+                blocks.append(e.block)
                 col.add_(e.col_sums, alpha=w)
                 e.last_used = self._n_updates
-            inv_col = torch.where(col > 1e-6, p.relaxation / col.clamp(min=1e-6), torch.zeros_like(col))
-            self._x.add_(acc.mul_(inv_col))
-            if p.positivity:
-                self._x.clamp_(min=0.0)
+            res2, norm2 = sirt_step(self._x, blocks, inverse(col, scale=p.relaxation),
+                                    min_value=0.0 if p.positivity else None, measure=True)
             self.last_residual = math.sqrt(res2 / norm2) if norm2 > 0 else float("nan")
         return self.last_residual
+
+    def project(self, angle_deg: float) -> np.ndarray:
+        """The current estimate projected at ``angle_deg``: a (Y, U) frame (the same strip model)."""
+        A = operator(self._vol, ProjectionGeometry([angle_deg], self.frame_shape, self.axis_offset_px),
+                     backend="torch", device=self.device)
+        with torch.no_grad():
+            return A.flat_forward(self._x).T.contiguous().cpu().numpy()
 
     def push(self, frame: np.ndarray, angle_deg: float, t_s: float, *, seq: int | None = None) -> float:
         """:meth:`add_frame` then :meth:`update`."""
@@ -210,6 +203,11 @@ class StreamingSirt:
     @property
     def window_size(self) -> int:
         return len(self._window)
+
+    @property
+    def window_seqs(self) -> tuple[int, ...]:
+        """The seqs of the frames in the window, oldest first."""
+        return tuple(e.seq for e in self._window)
 
     @property
     def window_times(self) -> tuple[float, float]:
@@ -229,5 +227,6 @@ class StreamingSirt:
         """Bytes held by the estimate and the window (frames + projector blocks)."""
         total = self._x.numel() * 4
         for e in self._window:
-            total += e.y.numel() * 4 + 2 * (e.A.values().numel() * 8) + e.col_sums.numel() * 4
+            A = e.block.A
+            total += e.block.y.numel() * 4 + 2 * A.nnz * 8 + (e.col_sums.numel() + e.block.R.numel()) * 4
         return total

@@ -1,12 +1,10 @@
 """The DIP's projection layer: generated slices of a batch of frames → predicted detector rows.
 
 Every row of frame f shares the frame's angle θ_f, so the strip-model matrix A_f (U × Z·X) is built
-once per frame and applied to all of that frame's slices with one batched matrix product. This is
-the same strip model as :func:`tiltstream.recon.projector.project_slices` (tested equal) and,
-because it is a plain linear map in torch, its gradient is exactly Aᵀ, i.e.
-:func:`~tiltstream.recon.projector.backproject_slices` of the residual (tested). Building A_f from
-the footprint costs ~F·3·Z·X operations instead of re-deriving the footprint for every slice,
-which makes whole-frame batches several times cheaper than per-slice projection.
+once per frame and applied to all of that frame's slices with one batched matrix product. The
+matrices come from the one strip-model factory (:func:`~tiltstream.recon.footprint.strip_coo`),
+so the DIP projects exactly as the projectors and SIRT do (tested equal to ``A[f]``) and,
+because it is a plain linear map in torch, its gradient is exactly A_fᵀ of the residual (tested).
 """
 
 from __future__ import annotations
@@ -14,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from tiltstream.recon.footprint import strip_footprint
+from tiltstream.recon.footprint import strip_coo
 
 __all__ = ["frame_matrices", "project_frames", "shift_rows"]
 
@@ -26,14 +24,10 @@ def frame_matrices(
     """Dense strip-model matrices (F, U, Z·X) for F angles (degrees); voxel v = z·X + x."""
     ang = torch.as_tensor(np.deg2rad(np.asarray(angles_deg, dtype=np.float64)).reshape(-1), device=device)
     nz, nx = shape_zx
-    bins, w = strip_footprint(ang, nz, nx, n_det, axis_offset_px)  # (F, T, V)
-    f, taps, nv = bins.shape
-    frame = torch.arange(f, device=device).reshape(-1, 1, 1)
-    voxel = torch.arange(nv, device=device).reshape(1, 1, -1)
-    flat = ((frame * n_det + bins) * nv + voxel).reshape(-1)
-    out = torch.zeros(f * n_det * nv, device=device, dtype=dtype)
-    out.index_put_((flat,), w.reshape(-1).to(dtype), accumulate=True)
-    return out.reshape(f, n_det, nv)
+    rows, cols, w, (m, nv) = strip_coo(ang, nz, nx, n_det, axis_offset_px, dtype=dtype)
+    out = torch.zeros(m * nv, device=device, dtype=dtype)
+    out.index_put_((rows * nv + cols,), w, accumulate=True)
+    return out.reshape(ang.shape[0], n_det, nv)
 
 
 def project_frames(slices: torch.Tensor, matrices: torch.Tensor) -> torch.Tensor:

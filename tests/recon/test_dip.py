@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tiltstream.recon import backproject_slices, project_slices
+from tiltstream.recon import operator, projection_geometry, volume_geometry
 from tiltstream.recon.batch import BatchParams, reconstruct_4d
 from tiltstream.recon.dip import (
     DipGeometry,
@@ -44,14 +44,22 @@ def tiny_series():
 
 
 # -- projection layer ---------------------------------------------------------------------------
-def test_frame_projection_equals_project_slices(rng):
+def _frame_projectors(angles, nz, r, nx, nu, offset=0.0):
+    """The volume projector of the same frames: (Z, R, X) volumes with R rows, one frame each."""
+    geom = projection_geometry(angles, det_shape=(r, nu), axis_offset_px=offset)
+    return operator(volume_geometry((nz, r, nx)), geom, device="cpu", dtype=torch.float64)
+
+
+def test_frame_projection_equals_the_projector_on_each_frame(rng):
     f, r, nz, nx, nu = 3, 5, 9, 11, 13
     slices = torch.as_tensor(rng.random((f, r, nz, nx)), dtype=torch.float64)
     angles = rng.uniform(-70, 70, f)
     mats = frame_matrices(angles, (nz, nx), nu, axis_offset_px=0.7, dtype=torch.float64)
     ours = project_frames(slices, mats)
-    ref = project_slices(slices.reshape(-1, nz, nx), np.repeat(angles, r), n_det=nu, axis_offset_px=0.7)
-    torch.testing.assert_close(ours.reshape(-1, nu), ref, rtol=1e-12, atol=1e-12)
+    A = _frame_projectors(angles, nz, r, nx, nu, 0.7)
+    for k in range(f):  # frame k's rows are A[k] applied to its own (Z, R, X) volume
+        ref = A[k](slices[k].permute(1, 0, 2).contiguous())[0]
+        torch.testing.assert_close(ours[k], ref, rtol=1e-12, atol=1e-12)
     # and it is not trivially equal: another angle gives other rows
     other = project_frames(slices, frame_matrices(angles + 5, (nz, nx), nu, axis_offset_px=0.7, dtype=torch.float64))
     assert not torch.allclose(other, ours, atol=1e-3)
@@ -65,9 +73,11 @@ def test_loss_gradient_wrt_slices_is_backprojected_residual(rng):
     pred = project_frames(slices, frame_matrices(angles, (nz, nx), nu, dtype=torch.float64))
     loss = 0.5 * (pred - meas).square().sum()
     (grad,) = torch.autograd.grad(loss, slices)
-    resid = (pred - meas).detach().reshape(-1, nu)
-    expect = backproject_slices(resid, np.repeat(angles, r), (nz, nx)).reshape(f, r, nz, nx)
-    torch.testing.assert_close(grad, expect, rtol=1e-10, atol=1e-10)
+    resid = (pred - meas).detach()
+    A = _frame_projectors(angles, nz, r, nx, nu)
+    for k in range(f):
+        expect = A[k].T(resid[k][None]).permute(1, 0, 2)  # (Z, R, X) → (R, Z, X)
+        torch.testing.assert_close(grad[k], expect, rtol=1e-10, atol=1e-10)
 
 
 def _tiny_generator(shape=(6, 3, 5)):

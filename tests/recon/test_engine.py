@@ -107,5 +107,5 @@ def test_a_burst_longer_than_the_window_folds_only_the_newest_frames(series):
     eng.step()
     est = eng.estimator
     assert est.n_frames_seen == 30 and est.window_size == 8
-    assert [e.seq for e in est._window] == list(range(22, 30))
+    assert est.window_seqs == tuple(range(22, 30))
     assert len(eng.latencies_s) == 30

@@ -58,12 +58,37 @@ def test_memory_is_bounded_by_the_window(rng):
     assert est.memory_bytes() <= 1.05 * m1  # taps that fall off the detector vary a little per angle
 
 
-def test_forgetting_weights_new_frames_more(rng):
-    est = StreamingSirt((9, 5, 11), StreamingParams(window_frames=10, half_life_s=1.0, subset_size=10))
-    for i in range(10):
-        est.add_frame(rng.random((5, 11), dtype=np.float32), 0.0, float(i))
-    w = est._weights(list(est._window))
-    assert w[-1] == 1.0 and w[0] == pytest.approx(0.5**9)
+def test_window_of_every_frame_without_forgetting_is_batch_os_sirt(rng):
+    vol_shape, n, k = (9, 5, 11), 12, 4
+    truth = rng.random(vol_shape, dtype=np.float32)
+    angles = rng.uniform(-70, 70, n)
+    A = operator(volume_geometry(vol_shape), projection_geometry(angles, det_shape=(5, 13), axis_offset_px=0.4))
+    frames = A(truth) + 0.05 * rng.standard_normal(A.range_shape).astype(np.float32)
+    est = StreamingSirt(vol_shape, StreamingParams(window_frames=n, subset_size=k), det_cols=13, axis_offset_px=0.4)
+    for i in range(n):
+        est.add_frame(frames[i], angles[i], float(i))
+    est.update(steps=3 * n // k)
+    # new frames first (newest first), then the least recently used: subsets of the newest k frames
+    subsets = [np.arange(n - k * (m + 1), n - k * m) for m in range(n // k)]
+    batch = sirt(A, frames, 3, subsets=subsets)
+    np.testing.assert_allclose(est.volume(), batch, rtol=1e-4, atol=1e-5)
+    assert not np.allclose(sirt(A, frames, 3, subsets=subsets[::-1]), batch, atol=1e-3)  # the order matters
+
+
+def test_forgetting_pulls_the_estimate_to_the_newest_frames(rng):
+    vol_shape = (9, 5, 11)
+    old, new = rng.random(vol_shape, dtype=np.float32), rng.random(vol_shape, dtype=np.float32)
+    angles = np.linspace(-60, 60, 10)
+    A = operator(volume_geometry(vol_shape), projection_geometry(angles, det_shape=(5, 11)))
+    errors = {}
+    for half_life in (None, 1.0):
+        est = StreamingSirt(vol_shape, StreamingParams(window_frames=20, half_life_s=half_life, subset_size=20))
+        for t, truth in enumerate((old, new)):  # the same angles twice: the particle changed in between
+            for i, frame in enumerate(A(truth)):
+                est.add_frame(frame, angles[i], 10.0 * t + 0.1 * i)
+        est.update(steps=30)
+        errors[half_life] = nrmse(est.volume(), new) / nrmse(est.volume(), old)
+    assert errors[1.0] < 0.5 * errors[None], errors  # the old frames weigh 2^-10 of the new
 
 
 @pytest.mark.parametrize(
