@@ -50,7 +50,7 @@ def test_max_speed_publishes_the_planned_series_with_its_metadata():
 
 
 def test_frames_equal_the_offline_simulation_of_the_same_recipe():
-    from tiltstream.simulate import simulated_tilt_series
+    from tiltstream.sim.recipe import simulated_tilt_series, truth_from_record
 
     sink = MemorySink()
     SimulatedMicroscope("nanostar", sink=sink, size=SIZE, n_frames=5, dose=80.0, speed=0, seed=3,
@@ -59,21 +59,46 @@ def test_frames_equal_the_offline_simulation_of_the_same_recipe():
                                             jitter_px=0.4)
     np.testing.assert_array_equal(np.stack([f.data for f in sink.frames]), offline.frames)
     assert sink.starts[0].experiment["simulation"] == recipe
+    np.testing.assert_array_equal(truth_from_record(recipe)(1.0), offline.truth(1.0))
+
+
+class VirtualClock:
+    """A monotonic clock that only moves when the pacer waits (``wait`` is the stop event's)."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def is_set(self) -> bool:
+        return False
+
+    def wait(self, timeout: float) -> bool:
+        self.now += timeout
+        return False
 
 
 def test_scaled_real_time_is_kept():
     speed = 25.0
-    sink = MemorySink()
-    mic = SimulatedMicroscope("nanorod", sink=sink, size=SIZE, n_frames=6, speed=speed, seed=0, chunk_frames=2)
-    stats = mic.run()
+    clock = VirtualClock()
+
+    class ClockedSink(MemorySink):
+        def send(self, msg):
+            self.at = [*getattr(self, "at", []), clock()]
+            return super().send(msg)
+
+    sink = ClockedSink()
+    mic = SimulatedMicroscope("nanorod", sink=sink, size=SIZE, n_frames=6, speed=speed, seed=0, chunk_frames=2,
+                              clock=clock)
+    stats = mic.run(clock)
     sched = mic.schedule
-    due = (sched.starts_s + sched.exposure_s) / speed  # end of exposure k, wall seconds
-    # start/1 goes out before the clock starts (once the first frame is rendered)
-    elapsed = np.array(sink.send_times[1:-1]) - sink.send_times[0]
-    assert due[-1] > 0.5  # the check below means something
-    assert np.all(elapsed >= due), (elapsed, due)  # never early
-    assert np.all(elapsed <= due + 0.5), (elapsed, due)  # and not far behind
-    assert stats.max_lag_s < 0.5
+    due = (sched.starts_s + sched.exposure_s) / speed  # end of exposure k, seconds after the clock started
+    # start/1 goes out before the clock starts (once the first frame is rendered); the virtual clock
+    # does not move while rendering, so frame k goes out exactly when due
+    np.testing.assert_allclose(np.array(sink.at[1:-1]) - sink.at[0], due)
+    assert stats.max_lag_s == pytest.approx(0.0, abs=1e-9) and stats.late_frames == 0
+    assert stats.wall_s == pytest.approx(due[-1])
 
 
 def test_stop_event_ends_the_series_early():
