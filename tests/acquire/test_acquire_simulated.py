@@ -62,41 +62,16 @@ def test_frames_equal_the_offline_simulation_of_the_same_recipe():
     np.testing.assert_array_equal(truth_from_record(recipe)(1.0), offline.truth(1.0))
 
 
-class VirtualClock:
-    """A monotonic clock that only moves when the pacer waits (``wait`` is the stop event's)."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def is_set(self) -> bool:
-        return False
-
-    def wait(self, timeout: float) -> bool:
-        self.now += timeout
-        return False
-
-
-def test_scaled_real_time_is_kept():
+def test_scaled_real_time_is_kept(virtual_clock, clocked_sink):
     speed = 25.0
-    clock = VirtualClock()
-
-    class ClockedSink(MemorySink):
-        def send(self, msg):
-            self.at = [*getattr(self, "at", []), clock()]
-            return super().send(msg)
-
-    sink = ClockedSink()
-    mic = SimulatedMicroscope("nanorod", sink=sink, size=SIZE, n_frames=6, speed=speed, seed=0, chunk_frames=2,
-                              clock=clock)
-    stats = mic.run(clock)
+    mic = SimulatedMicroscope("nanorod", sink=clocked_sink, size=SIZE, n_frames=6, speed=speed, seed=0,
+                              chunk_frames=2, clock=virtual_clock)
+    stats = mic.run(virtual_clock)
     sched = mic.schedule
     due = (sched.starts_s + sched.exposure_s) / speed  # end of exposure k, seconds after the clock started
     # start/1 goes out before the clock starts (once the first frame is rendered); the virtual clock
-    # does not move while rendering, so frame k goes out exactly when due
-    np.testing.assert_allclose(np.array(sink.at[1:-1]) - sink.at[0], due)
+    # does not move while rendering, so frame k goes out exactly when due: never early, never late
+    np.testing.assert_allclose(np.array(clocked_sink.at[1:-1]) - clocked_sink.at[0], due)
     assert stats.max_lag_s == pytest.approx(0.0, abs=1e-9) and stats.late_frames == 0
     assert stats.wall_s == pytest.approx(due[-1])
 
