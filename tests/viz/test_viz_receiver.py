@@ -92,10 +92,10 @@ def test_stalled_gui_does_not_stall_the_publisher_and_shows_the_latest_after(app
                 pub.send(slices(1000))
                 pub.send(volume(1000))
                 deadline = time.monotonic() + 3.0
-                while time.monotonic() < deadline and (window._last_view is None or window._last_view.seq != 1000):
+                while time.monotonic() < deadline and (window.shown_view is None or window.shown_view.seq != 1000):
                     app.processEvents()
                     time.sleep(0.01)
-            assert window._last_view.seq == 1000  # the newest, not a backlog of old ones
+            assert window.shown_view.seq == 1000  # the newest, not a backlog of old ones
             assert model.n_history <= 4  # bounded while the GUI was away
             assert model.history[-1].seq == 1000
         finally:
