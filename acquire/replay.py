@@ -17,7 +17,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,13 +139,14 @@ def replay_series(
     stop_event: threading.Event | None = None,
     experiment: Mapping[str, Any] | None = None,
     send_timeout_s: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> ReplayStats:
     """Publish an in-memory :class:`~tiltstream.stream.TiltSeries`; see :func:`replay`."""
     n = series.n_frames
     if int(start_frame) != start_frame or not 0 <= start_frame < n:
         raise ValueError(f"start_frame: expected 0 ≤ start_frame < {n}, got {start_frame!r}")
     start_frame = int(start_frame)
-    pacer = Pacer(parse_speed(speed), stop_event=stop_event)
+    pacer = Pacer(parse_speed(speed), stop_event=stop_event, clock=clock)
     metadata = jsonable(series.metadata)
     metadata["replay"] = {"source": series.source, "speed": "max" if math.isinf(pacer.speed) else pacer.speed,
                           "start_frame": start_frame, "n_frames_in_file": n}
@@ -173,7 +174,7 @@ def replay_series(
     pub.delivery.stop_event = stop_event
     exposure = series.exposure_s
     sent, max_lag = 0, 0.0
-    began = time.monotonic()
+    began = clock()
     try:
         stream_id = pub.start()
         pacer.start(float(series.times_s[start_frame]))
@@ -198,7 +199,7 @@ def replay_series(
     finally:
         if owns:
             pub.close()
-    wall = time.monotonic() - began
+    wall = clock() - began
     logger.info("replayed %d frames of %s in %.1f s", sent, series.source, wall)
     return ReplayStats(stream_id, sent, wall, stopped, max_lag)
 
@@ -220,6 +221,7 @@ def replay(
     tilt_axis_angle_deg: float | None = None,
     stop_event: threading.Event | None = None,
     send_timeout_s: float | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> ReplayStats:
     """Stream the tilt series in ``path`` to ``sink`` as if it were being acquired.
 
@@ -233,6 +235,7 @@ def replay(
     tilt_axis_angle_deg : in-plane tilt-axis angle of the stored frames, overriding the file's.
     stop_event : set it to stop early (``end/1`` reason ``"stopped"``).
     send_timeout_s : longest wait for a lossless sink to take one message, s (None: no limit).
+    clock : monotonic clock in seconds of the pacing and of the stats (tests pass a fake).
 
     Returns
     -------
@@ -240,4 +243,4 @@ def replay(
     """
     series = read_series(Path(path), tilt_axis_angle_deg=tilt_axis_angle_deg)
     return replay_series(series, sink, speed=speed, start_frame=start_frame, stop_event=stop_event,
-                         send_timeout_s=send_timeout_s)
+                         send_timeout_s=send_timeout_s, clock=clock)

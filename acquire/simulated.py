@@ -10,8 +10,10 @@ began (``speed=inf``: as fast as frames are rendered and taken).
 ``start/1`` carries the geometry and, in ``experiment["simulation"]``, the recipe (same keys as
 ``tiltstream simulate`` writes) from which the ground truth is rebuilt; :meth:`truth` gives it too.
 Each ``frame/1`` carries the cumulative dose so far (e⁻/Å², when ``dose`` is set) and the sample
-temperature of a :class:`TemperatureRamp` (°C). With the same arguments the frames equal those of
-``tiltstream.simulate.simulated_tilt_series`` (same random stream), just delivered live.
+temperature of a :class:`TemperatureRamp` (°C). The phantom and the recipe are those of a
+:class:`tiltstream.sim.recipe.Recipe`, the frames rendered as :mod:`tiltstream.sim.series` does: with
+the same arguments they equal those of :func:`tiltstream.sim.recipe.simulated_tilt_series` (same
+random stream), just delivered live.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,14 +35,13 @@ from tiltstream.acquire.pacing import Pacer, parse_speed
 from tiltstream.acquire.publisher import FramePublisher
 from tiltstream.acquire.scheduler import Schedule, TiltScheduler
 from tiltstream.acquire.sinks import Sink
-from tiltstream.sim import TimingModel, drift_shifts, make_phantom, poisson_noise, project
+from tiltstream.sim import TimingModel
+from tiltstream.sim.recipe import EXPONENT, Recipe
+from tiltstream.sim.series import default_blur_substeps, render_frames, specimen_shifts
 
 __all__ = ["TemperatureRamp", "SimulatedMicroscope", "RunStats"]
 
 logger = logging.getLogger(__name__)
-
-_BLUR_STEP_DEG = 0.5  # sub-angle spacing for continuous-tilt blur, as in tiltstream.sim.series
-_EXPONENT = 1.8
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,7 @@ class SimulatedMicroscope:
     lag_tolerance_s : a frame published later than this behind schedule (wall s) counts as late.
     experiment : extra metadata for ``start/1``.
     pub, send_timeout_s : passed to the FramePublisher this creates.
+    clock : monotonic clock in seconds of the pacing and of :attr:`RunStats.wall_s` (tests pass a fake).
     """
 
     def __init__(
@@ -153,6 +155,7 @@ class SimulatedMicroscope:
         experiment: Mapping[str, Any] | None = None,
         pub: Sink | str | None = None,
         send_timeout_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if int(n_frames) != n_frames or n_frames < 1:
             raise ValueError(f"n_frames: expected a positive integer, got {n_frames!r}")
@@ -164,30 +167,28 @@ class SimulatedMicroscope:
         self.n_frames = int(n_frames)
         self.dose = None if dose is None else float(dose)
         self.seed = int(seed)
+        self.clock = clock
         self.timing = TimingModel(exposure_s=exposure_s) if timing is None else timing
         self.schedule: Schedule = TiltScheduler(
             scheme, n_frames=self.n_frames, tilt_range_deg=tilt_range_deg, timing=self.timing
         ).plan()
-        if duration_s is None:
-            duration_s = float(self.schedule.times_s[-1] + 0.5 * self.schedule.exposure_s[-1])
-        self.phantom = make_phantom(phantom_name, size=size, duration_s=duration_s, static=static)
-        self.exponent = _EXPONENT
-        self.drift_px_per_s, self.jitter_px = float(drift_px_per_s), float(jitter_px)
-        self.axis_offset_px = float(axis_offset_px)
+        lo, hi = (float(v) for v in tilt_range_deg)
+        spec = Recipe(phantom=phantom_name, size=int(size), scheme=scheme, tilt_range_deg=(lo, hi),
+                      dose_e_per_A2=self.dose, duration_s=duration_s, static=static, timing=self.timing,
+                      drift_px_per_s=float(drift_px_per_s), jitter_px=float(jitter_px),
+                      axis_offset_px=float(axis_offset_px), seed=self.seed)
+        self.phantom = spec.phantom_for(float(self.schedule.times_s[-1] + 0.5 * self.schedule.exposure_s[-1]))
+        self.exponent = EXPONENT
+        self.drift_px_per_s, self.jitter_px = spec.drift_px_per_s, spec.jitter_px
+        self.axis_offset_px = spec.axis_offset_px
         self.temperature = temperature
         self.supersample, self.scatter_per_nm = int(supersample), float(scatter_per_nm)
-        sweep = float(np.max(self.schedule.tilt_speed_deg_s * self.schedule.exposure_s, initial=0.0))
-        self.blur_substeps = min(8, max(1, math.ceil(sweep / _BLUR_STEP_DEG))) if blur and self.timing.continuous else 1
+        s = self.schedule
+        self.blur_substeps = (default_blur_substeps(s.tilt_speed_deg_s, s.exposure_s)
+                              if blur and self.timing.continuous else 1)
         self.chunk_frames, self.prefetch_chunks = int(chunk_frames), int(prefetch_chunks)
         self.lag_tolerance_s = float(lag_tolerance_s)
-        lo, hi = (float(v) for v in tilt_range_deg)
-        self.recipe: dict[str, Any] = {
-            "phantom": phantom_name, "size": int(size), "voxel_nm": self.phantom.voxel_nm,
-            "duration_s": float(duration_s), "static": bool(static), "exponent": self.exponent,
-            "scheme": scheme, "tilt_range_deg": [lo, hi], "dose_e_per_A2": self.dose,
-            "timing": dataclasses.asdict(self.timing), "drift_px_per_s": self.drift_px_per_s,
-            "jitter_px": self.jitter_px, "axis_offset_px": self.axis_offset_px, "seed": self.seed,
-        }
+        self.recipe: dict[str, Any] = spec.record(self.phantom)
         metadata = {
             "source": "tiltstream.acquire.SimulatedMicroscope",
             "simulation": self.recipe,
@@ -215,30 +216,21 @@ class SimulatedMicroscope:
         """Ground-truth contrast volume (Z, Y, X) float32 at ``t_s`` seconds."""
         return self.phantom.contrast(t_s, self.exponent)
 
-    def _shifts(self, rng: np.random.Generator) -> np.ndarray:
-        if self.drift_px_per_s > 0 or self.jitter_px > 0:
-            return drift_shifts(self.schedule.times_s, drift_px_per_s=self.drift_px_per_s,
-                                jitter_px=self.jitter_px, rng=rng)
-        return np.zeros((self.n_frames, 2))
-
     def _render(self, a: int, b: int, shifts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Frames a … b−1, (b−a, Y, U) float32."""
         s = self.schedule
-        frames = project(
-            self.phantom, s.angles_deg[a:b], s.times_s[a:b], exponent=self.exponent,
-            exposure_s=s.exposure_s[a:b], tilt_speed_deg_s=s.tilt_speed_deg_s[a:b],
-            blur_substeps=self.blur_substeps, supersample=self.supersample,
-            axis_offset_px=self.axis_offset_px, shifts_px=shifts[a:b],
+        return render_frames(
+            self.phantom, s.angles_deg[a:b], s.times_s[a:b], s.exposure_s[a:b], s.tilt_speed_deg_s[a:b],
+            shifts[a:b], exponent=self.exponent, blur_substeps=self.blur_substeps, supersample=self.supersample,
+            axis_offset_px=self.axis_offset_px, dose_e_per_A2=None if self.dose is None else np.full(b - a, self.dose),
+            scatter_per_nm=self.scatter_per_nm, rng=rng,
         )
-        if self.dose is not None:
-            frames = poisson_noise(frames, dose_e_per_A2=np.full(b - a, self.dose), pixel_nm=self.phantom.voxel_nm,
-                                   voxel_nm=self.phantom.voxel_nm, scatter_per_nm=self.scatter_per_nm, rng=rng)
-        return frames
 
     def _producer(self, out: queue.Queue, halt: threading.Event) -> None:
         rng = np.random.default_rng(self.seed)
         try:
-            shifts = self._shifts(rng)
+            shifts = specimen_shifts(self.schedule.times_s, drift_px_per_s=self.drift_px_per_s,
+                                     jitter_px=self.jitter_px, rng=rng)
             for a in range(0, self.n_frames, self.chunk_frames):
                 item: Any = (a, self._render(a, min(a + self.chunk_frames, self.n_frames), shifts, rng))
                 while not halt.is_set():
@@ -289,11 +281,11 @@ class SimulatedMicroscope:
         s = self.schedule
         pub = self.publisher
         pub.delivery.stop_event = stop_event
-        pacer = Pacer(self.speed, stop_event=stop_event)
+        pacer = Pacer(self.speed, stop_event=stop_event, clock=self.clock)
         dose_so_far = None if self.dose is None else np.cumsum(np.full(self.n_frames, self.dose))
         late, max_lag, stopped, sent = 0, 0.0, False, 0
         stream_id = pub.start()
-        began = time.monotonic()
+        began = self.clock()
         frames = self.frames(stop_event)
         try:
             first = next(frames, None)  # the clock starts once the first frame is rendered
@@ -326,7 +318,7 @@ class SimulatedMicroscope:
             frames.close()
         stopped = stop_event is not None and stop_event.is_set() and sent < self.n_frames
         pub.end("stopped" if stopped else "complete", **({"timeout_s": 5.0} if stopped else {}))
-        wall = time.monotonic() - began
+        wall = self.clock() - began
         logger.info("published %d frames in %.1f s (%d late, max lag %.2f s)", sent, wall, late, max_lag)
         return RunStats(stream_id, sent, wall, late, max_lag, stopped)
 

@@ -1,5 +1,5 @@
 """Simulator: tilt schemes and timing, dynamic nanoparticle phantoms, the HAADF forward model,
-noise and drift, and a one-call tilt-series simulation.
+noise and drift, a one-call tilt-series simulation and its recipe (which rebuilds the ground truth).
 
 Conventions: volumes (Z, Y, X) with Y the tilt axis; frames (Y, U); at tilt θ the detector
 coordinate is ``u = x·cosθ + z·sinθ`` (voxel units, centred). Angles in degrees, times in s, sizes
@@ -20,6 +20,7 @@ from .schemes import (
     tilt_scheme,
 )
 from .series import SimulatedSeries, simulate_series
+from .recipe import Recipe, simulated_tilt_series, truth_from_record
 
 __all__ = [
     "ATOMIC_NUMBERS",
@@ -30,6 +31,7 @@ __all__ = [
     "NanoStar",
     "PHANTOMS",
     "Phantom",
+    "Recipe",
     "SimulatedSeries",
     "Sintering",
     "TimingModel",
@@ -42,6 +44,8 @@ __all__ = [
     "project",
     "rotate_tilt_axis",
     "simulate_series",
+    "simulated_tilt_series",
     "tilt_scheme",
+    "truth_from_record",
     "z_weight",
 ]

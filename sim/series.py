@@ -16,7 +16,7 @@ from .schemes import TimingModel, tilt_scheme
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SimulatedSeries", "simulate_series"]
+__all__ = ["SimulatedSeries", "simulate_series", "render_frames", "specimen_shifts", "default_blur_substeps"]
 
 _BLUR_STEP_DEG = 0.5  # sub-angle spacing used for continuous-tilt blur
 
@@ -58,6 +58,51 @@ class SimulatedSeries:
 
     def __len__(self) -> int:
         return int(self.frames.shape[0])
+
+
+def default_blur_substeps(tilt_speed_deg_s: np.ndarray, exposure_s: np.ndarray) -> int:
+    """Sub-angles for continuous-tilt blur: one per 0.5 degree swept in the longest sweep, 1 … 8."""
+    sweep = float(np.max(np.asarray(tilt_speed_deg_s) * np.asarray(exposure_s), initial=0.0))
+    return min(8, max(1, math.ceil(sweep / _BLUR_STEP_DEG)))
+
+
+def specimen_shifts(times_s: np.ndarray, *, drift_px_per_s: float, jitter_px: float,
+                    rng: np.random.Generator | None) -> np.ndarray:
+    """(N, 2) image shifts (dy, du) in pixels at ``times_s``; zeros (drawing nothing) without drift or jitter."""
+    if drift_px_per_s > 0 or jitter_px > 0:
+        return drift_shifts(times_s, drift_px_per_s=drift_px_per_s, jitter_px=jitter_px, rng=rng)
+    return np.zeros((len(times_s), 2))
+
+
+def render_frames(
+    phantom: Phantom,
+    angles_deg: np.ndarray,
+    times_s: np.ndarray,
+    exposure_s: np.ndarray,
+    tilt_speed_deg_s: np.ndarray,
+    shifts_px: np.ndarray,
+    *,
+    exponent: float,
+    blur_substeps: int,
+    supersample: int,
+    axis_offset_px: float,
+    dose_e_per_A2: np.ndarray | None,
+    scatter_per_nm: float,
+    rng: np.random.Generator | None,
+) -> np.ndarray:
+    """Frames (N, Y, U) float32 of ``phantom``: HAADF projections, then shot noise for the dose of each
+    frame (e⁻/Å², (N,); None: noise-free). Rendering a series in consecutive parts with one ``rng``
+    gives the same frames as rendering it at once."""
+    frames = project(
+        phantom, angles_deg, times_s,
+        exponent=exponent, exposure_s=exposure_s, tilt_speed_deg_s=tilt_speed_deg_s,
+        blur_substeps=blur_substeps, supersample=supersample,
+        axis_offset_px=axis_offset_px, shifts_px=shifts_px,
+    )
+    if dose_e_per_A2 is None:
+        return frames
+    return poisson_noise(frames, dose_e_per_A2=dose_e_per_A2, pixel_nm=phantom.voxel_nm, voxel_nm=phantom.voxel_nm,
+                         scatter_per_nm=scatter_per_nm, rng=rng)
 
 
 def simulate_series(
@@ -102,30 +147,16 @@ def simulate_series(
     _, mid, exposure = timing.times(angles)
     speeds = timing.tilt_speeds(angles)
     if blur_substeps is None:
-        sweep = float(np.max(speeds * exposure, initial=0.0))
-        blur_substeps = min(8, max(1, math.ceil(sweep / _BLUR_STEP_DEG)))
+        blur_substeps = default_blur_substeps(speeds, exposure)
     substeps = int(blur_substeps) if blur and timing.continuous else 1
     if mid.size and mid[-1] > phantom.duration_s:
         log.info("series lasts %.1f s, longer than the phantom's %.1f s process", mid[-1], phantom.duration_s)
-
-    if drift_px_per_s > 0 or jitter_px > 0:
-        shifts = drift_shifts(mid, drift_px_per_s=drift_px_per_s, jitter_px=jitter_px, rng=rng)
-    else:
-        shifts = np.zeros((angles.size, 2))
-    frames = project(
-        phantom, angles, mid,
-        exponent=exponent, exposure_s=exposure, tilt_speed_deg_s=speeds,
-        blur_substeps=substeps, supersample=supersample,
-        axis_offset_px=axis_offset_px, shifts_px=shifts,
-    )
-    cumulative = None
-    if noisy:
-        dose = np.broadcast_to(np.asarray(dose_e_per_A2, dtype=np.float64), (angles.size,))
-        frames = poisson_noise(
-            frames, dose_e_per_A2=dose, pixel_nm=phantom.voxel_nm, voxel_nm=phantom.voxel_nm,
-            scatter_per_nm=scatter_per_nm, rng=rng,
-        )
-        cumulative = np.cumsum(dose)
+    shifts = specimen_shifts(mid, drift_px_per_s=drift_px_per_s, jitter_px=jitter_px, rng=rng)
+    dose = None if not noisy else np.broadcast_to(np.asarray(dose_e_per_A2, dtype=np.float64), (angles.size,))
+    frames = render_frames(phantom, angles, mid, exposure, speeds, shifts, exponent=exponent, blur_substeps=substeps,
+                           supersample=supersample, axis_offset_px=axis_offset_px, dose_e_per_A2=dose,
+                           scatter_per_nm=scatter_per_nm, rng=rng)
+    cumulative = None if dose is None else np.cumsum(dose)
     metadata = {
         "scheme": scheme,
         "tilt_range_deg": (float(lo), float(hi)),

@@ -212,13 +212,10 @@ class _DemoKeys:
         self._tmp.cleanup()
 
 
-def _nrmse(x: np.ndarray, ref: np.ndarray) -> float:
-    return float(np.linalg.norm(x - ref) / np.linalg.norm(ref))
-
-
 def run_demo(args: argparse.Namespace) -> dict:
     from tiltstream.recon.batch import BatchParams, default_times, reconstruct_4d  # noqa: PLC0415
     from tiltstream.recon.engine import EngineConfig  # noqa: PLC0415
+    from tiltstream.recon.scoring import nrmse, nrmse_over_time  # noqa: PLC0415
     from tiltstream.recon.service import ReconService  # noqa: PLC0415
     from tiltstream.recon.streaming import StreamingParams  # noqa: PLC0415
     from tiltstream.recon.windowed import Window  # noqa: PLC0415
@@ -298,7 +295,7 @@ def run_demo(args: argparse.Namespace) -> dict:
                  attrs={"method": "sirt", "parameters": params.as_dict(), "input_path": str(recording),
                         "voxel_nm": series.pixel_nm or float("nan")})
     truth = truth_from_recording(recording)
-    truth_4d = [_nrmse(v, truth(float(t))) for v, t in zip(volumes, times)]
+    truth_4d = nrmse_over_time(volumes, times, truth)
     t_end = float(series.times_s[-1])
     summary = {
         "phantom": args.phantom,
@@ -309,7 +306,7 @@ def run_demo(args: argparse.Namespace) -> dict:
         "series_duration_s": t_end,
         "live_wall_s": round(t_live, 2),
         "live": svc_stats.summary(),
-        "live_final_nrmse": _nrmse(live_volume, truth(t_end)),
+        "live_final_nrmse": nrmse(live_volume, truth(t_end)),
         "result_4d": {"path": str(result_path), "times_s": [round(float(t), 2) for t in times],
                       "nrmse": [round(e, 4) for e in truth_4d], "mean_nrmse": float(np.mean(truth_4d))},
         "recording": str(recording),

@@ -137,20 +137,17 @@ def _run_dip(args: argparse.Namespace, series) -> str:
 
 def score(result_path: Path, truth_from: Path | None = None) -> str:
     """NRMSE of every volume in a result against the simulation's ground truth at the same times."""
+    from tiltstream.recon.scoring import nrmse_over_time  # noqa: PLC0415
     from tiltstream.simulate import truth_from_recording  # noqa: PLC0415
     from tiltstream.stream.results import read_result  # noqa: PLC0415
 
     volumes, times, attrs = read_result(result_path)
     source = Path(truth_from) if truth_from is not None else Path(attrs["input_path"])
     truth = truth_from_recording(source)
-    lines = [f"{'t (s)':>8}  {'NRMSE':>7}"]
-    errs = []
-    for vol, t in zip(volumes, times):
-        ref = truth(float(t))
-        if ref.shape != vol.shape:
-            raise ValueError(f"{result_path}: volume shape {vol.shape} does not match the truth {ref.shape}")
-        err = float(np.linalg.norm(vol - ref) / np.linalg.norm(ref))
-        errs.append(err)
-        lines.append(f"{t:8.2f}  {err:7.4f}")
+    try:
+        errs = nrmse_over_time(volumes, times, truth)
+    except ValueError as exc:
+        raise ValueError(f"{result_path}: {exc}") from None
+    lines = [f"{'t (s)':>8}  {'NRMSE':>7}", *(f"{t:8.2f}  {e:7.4f}" for t, e in zip(times, errs))]
     lines.append(f"{'mean':>8}  {np.mean(errs):7.4f}")
     return "\n".join(lines)

@@ -1,13 +1,12 @@
 """Running the monitor: on screen, headless (PNG snapshot / movie), or as a child process.
 
-``tiltstream view --connect RECON_EP [--frames FRAMES_EP] [--show dip] [--snapshot out.png --after S]`` and
-``python -m tiltstream.viz ...`` both end up in :func:`launch_monitor`. This module imports Qt only
-inside the functions that need it, so the command line can be built without Qt.
+``tiltstream view --connect RECON_EP [--frames FRAMES_EP] [--show dip] [--snapshot out.png --after S]``
+(its options are in ``tiltstream.cmd_view``) ends up in :func:`launch_monitor`. This module imports
+Qt only inside the functions that need it, so the command line can be built without Qt.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import signal
@@ -16,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["display_available", "launch_monitor", "render_snapshot", "add_view_arguments", "run_from_args"]
+__all__ = ["display_available", "launch_monitor", "render_snapshot"]
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +48,7 @@ def _qt_app(headless: bool) -> Any:
 
 
 def _command(recon_endpoint: str | None, frames_endpoint: str | None, opts: dict[str, Any]) -> list[str]:
-    cmd = [sys.executable, "-m", "tiltstream.viz"]
+    cmd = [sys.executable, "-m", "tiltstream", "view"]
     if recon_endpoint:
         cmd += ["--connect", recon_endpoint]
     if frames_endpoint:
@@ -103,7 +102,7 @@ def launch_monitor(
     frames_curve : the same for the frames publisher when its server key differs (default: ``curve``).
     show : reconstruction to show first: ``"sirt"`` (the streaming SIRT) or ``"dip"`` (the online
         DIP's estimate once one arrives; the SIRT until then). The window's selector changes it.
-    detach : start the monitor in a child process (``python -m tiltstream.viz``) and return its
+    detach : start the monitor in a child process (``python -m tiltstream view``) and return its
         :class:`subprocess.Popen` at once — for callers whose main thread is busy (the demo).
 
     Returns
@@ -222,74 +221,3 @@ def _check(receiver: Any, errors: list[BaseException], app: Any) -> None:
     except BaseException as exc:  # noqa: BLE001 - surfaced by launch_monitor
         errors.append(exc)
         app.quit()
-
-
-# -- command line -------------------------------------------------------------------------------------
-def _size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT like 1600x1000, got {text!r}") from None
-    if w < 320 or h < 240:
-        raise argparse.ArgumentTypeError(f"expected a window of at least 320x240, got {w}x{h}")
-    return w, h
-
-
-def add_view_arguments(s: argparse.ArgumentParser) -> None:
-    """The options of ``tiltstream view`` (shared with ``python -m tiltstream.viz``)."""
-    from tiltstream._args import positive_float, positive_int  # noqa: PLC0415
-
-    s.add_argument("--connect", metavar="RECON_EP", default=None,
-                   help="the reconstruction service's PUB endpoint (tiltstream recon --pub / tiltstream demo)")
-    s.add_argument("--frames", metavar="FRAMES_EP", default=None,
-                   help="the microscope's or simulator's frame PUB endpoint (tiltstream sim --pub)")
-    s.add_argument("--snapshot", type=Path, default=None, metavar="PNG",
-                   help="headless: write the window to PNG after --after seconds and exit")
-    s.add_argument("--after", type=positive_float, default=5.0, metavar="S",
-                   help="seconds to receive before --snapshot/--movie (default 5)")
-    s.add_argument("--movie", type=Path, default=None, metavar="FILE",
-                   help="headless: export the slice history (.gif, or .mp4 with ffmpeg) after --after seconds")
-    s.add_argument("--display-hz", type=positive_float, default=20.0, metavar="HZ",
-                   help="panel refresh rate (default 20)")
-    s.add_argument("--show", choices=("sirt", "dip"), default="sirt",
-                   help="reconstruction shown first: sirt (the live streaming SIRT, default) or dip (the online "
-                        "DIP estimate of `tiltstream recon --dip`, once one arrives); the window can switch")
-    s.add_argument("--history", type=positive_int, default=64, metavar="N",
-                   help="volumes kept for the time slider (default 64)")
-    s.add_argument("--out-dir", type=Path, default=Path("."), metavar="DIR",
-                   help="where the Snapshot and Export buttons write (default: here)")
-    s.add_argument("--size", type=_size, default=(1600, 1000), metavar="WxH", help="window size (default 1600x1000)")
-    from tiltstream._curve_args import add_curve_arguments  # noqa: PLC0415
-
-    add_curve_arguments(s)
-    s.add_argument("--curve-frames-server-key", type=Path, default=None, metavar="FILE",
-                   help="CURVE: public *.key of the --frames publisher when it is not the --curve-server-key "
-                        "machine (default: --curve-server-key)")
-
-
-def run_from_args(args: argparse.Namespace) -> int:
-    """Run ``tiltstream view`` with parsed ``args``; prints one summary line in headless mode."""
-    if not args.connect and not args.frames:
-        raise ValueError("expected --connect RECON_EP and/or --frames FRAMES_EP, got neither")
-    # This process is only a viewer: its sockets' per-gap warnings would flood the terminal.
-    from tiltstream._curve_args import curve_from_args  # noqa: PLC0415
-
-    curve = curve_from_args(args, bind=False)  # a monitor only connects: a CURVE client
-    frames_curve = curve
-    if getattr(args, "curve_frames_server_key", None) is not None:
-        if curve is None:
-            raise ValueError("--curve-frames-server-key: expected --curve-key FILE too")
-        from tiltstream.stream.sockets import CurveClientConfig  # noqa: PLC0415
-
-        frames_curve = CurveClientConfig(curve.client_secret_key_file, args.curve_frames_server_key)
-    status = launch_monitor(args.connect, args.frames, snapshot=args.snapshot, after_s=args.after, movie=args.movie,
-                            display_hz=args.display_hz, history_volumes=args.history, out_dir=args.out_dir,
-                            size=args.size, curve=curve, frames_curve=frames_curve,
-                            show=args.show)
-    if args.snapshot is not None or args.movie is not None:
-        written = ", ".join(str(p) for p in (args.snapshot, args.movie) if p is not None)
-        print(f"view: wrote {written}; {status.summary()}")
-        if status.state == "waiting":
-            print("view: warning: no data arrived; the snapshot shows an empty monitor", file=sys.stderr)
-            return 1
-    return 0

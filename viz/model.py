@@ -24,12 +24,18 @@ A choice whose reconstruction has no data yet falls back to the other one, so a 
 behaves as before and a monitor started with the DIP chosen switches to it when it arrives.
 The reference grid comes from the SIRT (slices, else volumes); DIP volumes, often binned, are cut
 at the corresponding voxel like any coarser volume.
+
+The state lives in parts without Qt or locks of their own, one per responsibility: the time slider
+over the two reconstructions (:mod:`~tiltstream.viz.timeline`), the cut (:mod:`~tiltstream.viz.cut`),
+levels and colormap (:mod:`~tiltstream.viz.levels`), raw frames and coverage
+(:mod:`~tiltstream.viz.acquisition`), metrics and traces (:mod:`~tiltstream.viz.metrics`) and the
+connection and status line (:mod:`~tiltstream.viz.connection`). :class:`ViewModel` follows the
+series, routes each message to its parts and answers under one lock.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections import deque
@@ -38,28 +44,26 @@ from collections.abc import Callable
 import numpy as np
 
 from tiltstream.stream.messages import EndMsg, FrameMsg, MetricsMsg, SlicesMsg, StartMsg, VolumeMsg
-from tiltstream.viz.colormaps import COLORMAPS, DEFAULT_COLORMAP
-from tiltstream.viz.history import Trace, VolumeEntry
+from tiltstream.viz.acquisition import AcquisitionState
+from tiltstream.viz.connection import ConnectionState
+from tiltstream.viz.cut import CutRequest, CutState, compose_view
+from tiltstream.viz.history import VolumeEntry
+from tiltstream.viz.levels import DisplaySettings
+from tiltstream.viz.metrics import MetricsState
 from tiltstream.viz.records import (
     SOURCES,
     TRACE_LABELS,
     CoverageData,
     FrameView,
     ModelConfig,
-    RateMeter,
-    SeqGaps,
     Status,
     ViewData,
-    trace_group,
 )
-from tiltstream.viz.slicing import SliceBuffers, cut_slices, percentile_levels
+from tiltstream.viz.slicing import SliceBuffers, percentile_levels
 from tiltstream.viz.timeline import Timeline
 
 __all__ = ["ModelConfig", "ViewModel", "ViewData", "FrameView", "CoverageData", "Status", "TRACE_LABELS",
            "SOURCES"]
-
-#: Reference-grid priority: the service's full-resolution slices, else its SIRT volumes, else DIP volumes.
-_REF_SLICES, _REF_VOLUME, _REF_DIP = 2, 1, 0
 
 log = logging.getLogger(__name__)
 
@@ -83,55 +87,35 @@ class ViewModel:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config or ModelConfig()
-        self.recon_endpoint = recon_endpoint
-        self.frames_endpoint = frames_endpoint
         self.clock = clock
         self._lock = threading.RLock()
         self.timeline = Timeline(self.config)
         self.history = self.timeline.sirt  # the SIRT's volumes
         self.dip = self.timeline.dip  # the DIP's newest estimate
+        self.cut = CutState()
+        self.display = DisplaySettings()
+        self.connection = ConnectionState(self.config, recon_endpoint, frames_endpoint, clock())
         self._buffers = SliceBuffers()
-        self._started_s = clock()
-        self._crosshair: tuple[int, int, int] | None = None
-        self._slab = 1
-        self._levels: tuple[float, float] | None = None
-        self._levels_locked = False
-        self._colormap = DEFAULT_COLORMAP
-        self._display = RateMeter(2.0)
-        self._n_displayed = 0
-        self._rejected = 0
         self._retired: deque[str] = deque(maxlen=64)
         self.series_id: str | None = None
         self.version = 0
         self._reset_series()
 
+    @property
+    def recon_endpoint(self) -> str | None:
+        return self.connection.recon_endpoint
+
+    @property
+    def frames_endpoint(self) -> str | None:
+        return self.connection.frames_endpoint
+
     # -- series -----------------------------------------------------------------------------------
-    def _reset_series(self) -> None:
+    def _reset_series(self, notice: str | None = None, now: float = 0.0) -> None:
         self.timeline.reset()
-        self._dip_metrics: dict[str, float] = {}
-        self._last_dip_s: float | None = None
-        self._ref_rank = -1
-        self._slices: tuple[SlicesMsg, float] | None = None
-        self._frame: FrameView | None = None
-        self._ref_shape: tuple[int, int, int] | None = None
-        self._ref_voxel_nm: float | None = None
-        self._crosshair = None
-        self._crosshair_moved = False
-        self._angles: deque[float] = deque(maxlen=self.config.coverage_points)
-        self._tilt_range: tuple[float, float] | None = None
-        self._traces: dict[str, Trace] = {}
-        self._metrics: dict[str, float] = {}
-        self._frame_gaps = SeqGaps()
-        self._update_gaps = SeqGaps()
-        self._frames_count = 0
-        self._progress = RateMeter(self.config.rate_window_s)
-        self._last_progress_s: float | None = None
-        self._last_recon_s: float | None = None
-        self._last_any_s: float | None = None
-        self._ended: EndMsg | None = None
-        self._e2e_s: float | None = None
-        self._e2e_key: tuple | None = None  # the view whose latency _e2e_s is
-        self._notice: tuple[str, float] | None = None
+        self.cut.reset()
+        self.acquisition = AcquisitionState(self.config.coverage_points)
+        self.metrics_state = MetricsState(self.config.trace_points)
+        self.connection.reset(notice, now)
 
     def _accept_series(self, stream_id: str, now: float) -> bool:
         """Follow ``stream_id``; a new one resets the state. False for messages of retired series."""
@@ -142,8 +126,7 @@ class ViewModel:
         if self.series_id is not None:
             self._retired.append(self.series_id)
             log.info("new series %s replaces %s: history cleared", stream_id[:8], self.series_id[:8])
-            self._reset_series()
-            self._notice = (f"New series {stream_id[:8]} started; history cleared", now)
+            self._reset_series(f"New series {stream_id[:8]} started; history cleared", now)
         self.series_id = stream_id
         return True
 
@@ -155,20 +138,34 @@ class ViewModel:
             stream_id = getattr(msg, "stream_id", None)
             if stream_id is None or not self._accept_series(stream_id, now):
                 return False
-            self._last_any_s = now
+            conn = self.connection
+            conn.last_any_s = now
+            if isinstance(msg, (VolumeMsg, SlicesMsg, MetricsMsg)):
+                conn.last_recon_s = now
             if isinstance(msg, VolumeMsg):
-                self._on_volume(msg, now)
+                self.timeline.add(VolumeEntry(seq=int(msg.seq), t_s=float(msg.t_s), data=msg.data, source=msg.source,
+                                              n_frames_used=int(msg.n_frames_used), voxel_nm=msg.voxel_nm,
+                                              received_s=now))
+                self.cut.on_volume(msg)
             elif isinstance(msg, SlicesMsg):
-                self._on_slices(msg, now)
+                conn.update_gaps.observe(int(msg.seq), now)
+                self.timeline.has_live = True
+                self.cut.on_slices(msg, now)
             elif isinstance(msg, MetricsMsg):
-                self._on_metrics(msg, now)
+                if self.metrics_state.on_metrics(msg, now):
+                    self.dip.close_estimate()  # an estimate's metrics follow its volumes
+                seen = msg.values.get("last_frame_seq")
+                if seen is not None and seen >= 0:
+                    conn.count_frames(int(seen) + 1, now)
             elif isinstance(msg, FrameMsg):
-                self._on_frame(msg, now)
+                conn.frame_gaps.observe(int(msg.seq), now)
+                self.acquisition.on_frame(msg, now)
+                self.metrics_state.on_frame(msg)
+                conn.count_frames(int(msg.seq) + 1, now)
             elif isinstance(msg, StartMsg):
-                if msg.tilt_range_deg is not None:
-                    self._tilt_range = (float(msg.tilt_range_deg[0]), float(msg.tilt_range_deg[1]))
+                self.acquisition.on_start(msg)
             elif isinstance(msg, EndMsg):
-                self._ended = msg
+                conn.ended = msg
             else:
                 return False
             self.version += 1
@@ -177,86 +174,7 @@ class ViewModel:
     def note_rejected(self, total: int) -> None:
         """The receiver's running count of rejected (invalid) messages."""
         with self._lock:
-            self._rejected = int(total)
-
-    def _set_reference(self, shape: tuple[int, int, int], voxel_nm: float | None, rank: int) -> None:
-        if rank < self._ref_rank:
-            return
-        self._ref_rank = rank
-        if self._ref_shape != shape:
-            old = self._ref_shape
-            if self._crosshair is None or old is None:
-                self._crosshair = (shape[0] // 2, shape[1] // 2, shape[2] // 2)
-            else:
-                self._crosshair = tuple(  # type: ignore[assignment]
-                    min(n - 1, int((c + 0.5) * n / o)) for c, n, o in zip(self._crosshair, shape, old)
-                )
-            self._ref_shape = shape
-        self._ref_voxel_nm = voxel_nm
-
-    def _on_volume(self, msg: VolumeMsg, now: float) -> None:
-        self._last_recon_s = now
-        entry = VolumeEntry(seq=int(msg.seq), t_s=float(msg.t_s), data=msg.data, source=msg.source,
-                            n_frames_used=int(msg.n_frames_used), voxel_nm=msg.voxel_nm, received_s=now)
-        self.timeline.add(entry)
-        rank = _REF_DIP if msg.source == "dip" else _REF_VOLUME
-        self._set_reference(tuple(msg.data.shape), msg.voxel_nm, rank)
-
-    def _on_slices(self, msg: SlicesMsg, now: float) -> None:
-        self._last_recon_s = now
-        self._update_gaps.observe(int(msg.seq), now)
-        self._slices = (msg, now)
-        self.timeline.has_live = True
-        shape = (int(msg.xz.shape[0]), int(msg.xy.shape[0]), int(msg.xy.shape[1]))
-        self._set_reference(shape, msg.voxel_nm, _REF_SLICES)
-        if not self._crosshair_moved:  # until the operator moves it, follow the service's cut
-            self._crosshair = tuple(int(i) for i in msg.index)  # type: ignore[assignment]
-
-    def _on_metrics(self, msg: MetricsMsg, now: float) -> None:
-        self._last_recon_s = now
-        values = dict(msg.values)
-        # The DIP's metrics come in messages of their own: keep them apart, so they do not blank
-        # the SIRT's latency, frame counts and window between two SIRT updates.
-        dip = {k: v for k, v in values.items() if k.startswith("dip_")}
-        other = {k: v for k, v in values.items() if not k.startswith("dip_")}
-        if other:
-            self._metrics = other
-        if dip:
-            self._dip_metrics = dip
-            self._last_dip_s = now
-            self.dip.close_estimate()  # an estimate's metrics follow its volumes
-        for name, value in values.items():
-            if trace_group(name) is not None:
-                self._trace(name).append(msg.t_s, value)
-        seen = values.get("last_frame_seq")
-        if seen is not None and seen >= 0:
-            self._count_frames(int(seen) + 1, now)
-
-    def _on_frame(self, msg: FrameMsg, now: float) -> None:
-        self._frame_gaps.observe(int(msg.seq), now)
-        self._frame = FrameView(data=msg.data, seq=int(msg.seq), angle_deg=float(msg.angle_deg),
-                                t_s=float(msg.t_s), dose_e_per_A2=msg.dose_e_per_A2,
-                                temperature_C=msg.temperature_C, received_s=now)
-        self._angles.append(float(msg.angle_deg))
-        if msg.tilt_range_deg is not None:
-            self._tilt_range = (float(msg.tilt_range_deg[0]), float(msg.tilt_range_deg[1]))
-        if msg.temperature_C is not None:
-            self._trace("temperature_C").append(msg.t_s, msg.temperature_C)
-        if msg.dose_e_per_A2 is not None:
-            self._trace("dose_e_per_A2").append(msg.t_s, msg.dose_e_per_A2)
-        self._count_frames(int(msg.seq) + 1, now)
-
-    def _trace(self, name: str) -> Trace:
-        trace = self._traces.get(name)
-        if trace is None:
-            trace = self._traces[name] = Trace(self.config.trace_points)
-        return trace
-
-    def _count_frames(self, count: int, now: float) -> None:
-        if count > self._frames_count:
-            self._frames_count = count
-            self._last_progress_s = now
-            self._progress.add(now, count)
+            self.connection.rejected = int(total)
 
     # -- reconstruction shown and time slider (see viz.timeline) ------------------------------------
     @property
@@ -312,209 +230,115 @@ class ViewModel:
         with self._lock:
             return self.timeline.entries().times()
 
-    # -- crosshair, slab ----------------------------------------------------------------------------
+    # -- crosshair, slab (see viz.cut) --------------------------------------------------------------
     @property
     def reference_shape(self) -> tuple[int, int, int] | None:
         """(Z, Y, X) of the reference grid, None before any data."""
-        return self._ref_shape
+        return self.cut.shape
 
     @property
     def voxel_nm(self) -> float | None:
         """Voxel edge of the reference grid, nm, when the stream says."""
-        return self._ref_voxel_nm
+        return self.cut.voxel_nm
 
     @property
     def crosshair(self) -> tuple[int, int, int] | None:
-        return self._crosshair
+        return self.cut.crosshair
 
     def set_crosshair(self, z: float | None = None, y: float | None = None, x: float | None = None) -> None:
         """Move the crosshair to reference-grid voxel coordinates (floats are floored, then clipped)."""
         with self._lock:
-            if self._ref_shape is None or self._crosshair is None:
-                return
-            new = []
-            for value, old, n in zip((z, y, x), self._crosshair, self._ref_shape):
-                new.append(old if value is None else min(max(int(math.floor(value)), 0), n - 1))
-            self._crosshair = tuple(new)  # type: ignore[assignment]
-            self._crosshair_moved = True
+            self.cut.move(z, y, x)
 
     @property
     def slab(self) -> int:
-        return self._slab
+        return self.cut.slab
 
     def set_slab(self, planes: int) -> None:
         """Average ``planes`` (≥ 1) neighbouring planes in each panel."""
-        if int(planes) < 1:
-            raise ValueError(f"slab: expected at least 1 plane, got {planes}")
         with self._lock:
-            self._slab = int(planes)
+            self.cut.set_slab(planes)
 
     # -- what to draw -------------------------------------------------------------------------------
     def view(self) -> ViewData | None:
         """The slices to draw now, or None before any data. See the module docstring."""
         with self._lock:
-            if self._ref_shape is None or self._crosshair is None:
+            cut, tl = self.cut, self.timeline
+            if cut.shape is None or cut.crosshair is None:
                 return None
-            ref, cross, slab = self._ref_shape, self._crosshair, self._slab
-            tl = self.timeline
             source, entries, idx = tl.source(), tl.entries(), tl.index()
-            live = self._slices if source == "sirt" else None
-            entry = entries[idx] if idx is not None else None
-            n = len(entries)
-            follow = tl.follow_live
-        if live is not None and follow and slab == 1:
-            msg, received = live
-            if tuple(msg.index) == cross and (entry is None or msg.seq >= entry.seq):
-                key = ("live", msg.seq, cross)
-                return ViewData(xy=msg.xy, xz=msg.xz, yz=msg.yz, index=cross, scale=(1.0, 1.0, 1.0),
-                                crosshair=cross, slab=1, live=True, seq=int(msg.seq), t_s=float(msg.t_s),
-                                source=msg.source, received_s=received, key=key)
-        if entry is None:
-            return None
-        shape = entry.data.shape
-        index = tuple(min(m - 1, c * m // n) for c, m, n in zip(cross, shape, ref))
-        scale = tuple(n / m for n, m in zip(ref, shape))
-        xy, xz, yz = cut_slices(entry.data, index, slab, buffers=self._buffers)
-        key = ("volume", source, entry.seq, index, slab, shape)
-        return ViewData(xy=xy, xz=xz, yz=yz, index=index, scale=scale, crosshair=cross,  # type: ignore[arg-type]
-                        slab=slab, live=False, seq=entry.seq, t_s=entry.t_s, source=entry.source,
-                        received_s=entry.received_s, key=key, n_frames_used=entry.n_frames_used,
-                        position=(idx + 1, n))  # type: ignore[operator]
+            req = CutRequest(shape=cut.shape, crosshair=cut.crosshair, slab=cut.slab,
+                             live=cut.live if source == "sirt" else None,
+                             entry=entries[idx] if idx is not None else None, source=source,
+                             follow_live=tl.follow_live, position=None if idx is None else (idx + 1, len(entries)))
+        return compose_view(req, self._buffers)
 
     def note_displayed(self, view: ViewData | None = None, now: float | None = None) -> None:
         """Record one panel refresh (display fps; end-to-end latency of live data drawn)."""
         now = self.clock() if now is None else now
         with self._lock:
-            self._n_displayed += 1
-            self._display.add(now, self._n_displayed)
-            lat = self._metrics.get("latency_s")
-            # measured when live data is first drawn: redrawing it later (a stopped stream) is no delay
-            if view is not None and view.live and lat is not None and view.key != self._e2e_key:
-                self._e2e_key = view.key
-                self._e2e_s = float(lat) + max(0.0, now - view.received_s)
+            self.connection.note_displayed(view, self.metrics_state.sirt.get("latency_s"), now)
 
-    # -- levels and colormap ------------------------------------------------------------------------
+    # -- levels and colormap (see viz.levels) -------------------------------------------------------
     @property
     def levels(self) -> tuple[float, float] | None:
-        return self._levels
+        return self.display.levels
 
     @property
     def levels_locked(self) -> bool:
-        return self._levels_locked
+        return self.display.locked
 
     def lock_levels(self, locked: bool = True) -> None:
         """Hold the current levels across updates (True) or return to percentile auto-levels."""
         with self._lock:
-            self._levels_locked = bool(locked)
+            self.display.locked = bool(locked)
 
     def set_levels(self, low: float, high: float) -> None:
         """Set levels by hand (e.g. dragging the histogram); this locks them."""
-        if not (math.isfinite(low) and math.isfinite(high) and high > low):
-            raise ValueError(f"levels: expected finite low < high, got {low}, {high}")
         with self._lock:
-            self._levels = (float(low), float(high))
-            self._levels_locked = True
+            self.display.set_levels(low, high)
 
     def auto_levels(self, view: ViewData | None) -> tuple[float, float] | None:
         """Update the levels from ``view``'s slices (percentiles) unless locked; return the levels."""
-        if view is not None and not self._levels_locked:
+        if view is not None and not self.display.locked:
             levels = percentile_levels((view.xy, view.xz, view.yz), self.config.low_pct, self.config.high_pct)
             with self._lock:
-                if levels is not None and not self._levels_locked:
-                    self._levels = levels
-        return self._levels
+                self.display.auto(levels)
+        return self.display.levels
 
     @property
     def colormap(self) -> str:
-        return self._colormap
+        return self.display.colormap
 
     def set_colormap(self, name: str) -> None:
-        if name not in COLORMAPS:
-            raise ValueError(f"colormap: expected one of {', '.join(COLORMAPS)}, got {name!r}")
         with self._lock:
-            self._colormap = name
+            self.display.set_colormap(name)
 
-    # -- other panels --------------------------------------------------------------------------------
+    # -- other panels (see viz.acquisition, viz.metrics, viz.connection) -----------------------------
     def latest_frame(self) -> FrameView | None:
-        return self._frame
+        return self.acquisition.frame
 
     def coverage(self) -> CoverageData:
         """Tilt-angle coverage for the polar plot."""
         with self._lock:
-            angles = np.array(self._angles, dtype=np.float64)
-            window = self._metrics.get("window_frames")
-            rng = self._tilt_range
-            total = self._metrics.get("frames_seen")
-        return CoverageData.from_angles(angles, window_frames=window, tilt_range_deg=rng, frames_total=total)
+            angles, tilt_range = self.acquisition.coverage_args()
+            m = self.metrics_state.sirt
+            window, total = m.get("window_frames"), m.get("frames_seen")
+        return CoverageData.from_angles(angles, window_frames=window, tilt_range_deg=tilt_range, frames_total=total)
 
     def traces(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Metric or frame-field name -> (t_s (N,), values (N,)); see :data:`TRACE_LABELS`."""
         with self._lock:
-            return {name: trace.arrays() for name, trace in self._traces.items() if len(trace)}
+            return self.metrics_state.traces()
 
     def metrics(self) -> dict[str, float]:
         """The newest ``metrics/1`` values: the SIRT's and the DIP's (``dip_*``) together."""
         with self._lock:
-            return {**self._metrics, **self._dip_metrics}
+            return {**self.metrics_state.sirt, **self.metrics_state.dip}
 
     def status(self, now: float | None = None) -> Status:
         """The status line now."""
         now = self.clock() if now is None else now
-        cfg = self.config
         with self._lock:
-            m = self._metrics
-            seen = m.get("frames_seen")
-            state, message, level = "live", "", "ok"
-            if self._last_any_s is None:
-                state = "waiting"
-                where = self.recon_endpoint or self.frames_endpoint or "nothing"
-                message = f"Waiting for data from {where}"
-                if now - self._started_s > 3.0:
-                    message += " — is `tiltstream recon --pub` running there?"
-                level = "warn" if now - self._started_s > 3.0 else "info"
-            elif self._ended is not None:
-                state, level = "ended", "info"
-                message = (f"Series {self._ended.stream_id[:8]} ended ({self._ended.reason}, "
-                           f"{self._ended.n_frames} frames)")
-            elif (self.recon_endpoint and self._last_recon_s is not None
-                  and now - self._last_recon_s > cfg.silent_after_s):
-                state, level = "silent", "error"
-                message = (f"No messages from the reconstruction service for {now - self._last_recon_s:.0f} s"
-                           " — stopped or disconnected?")
-            elif self._last_progress_s is not None and now - self._last_progress_s > cfg.stall_after_s:
-                state, level = "stalled", "warn"
-                message = (f"No new frames for {now - self._last_progress_s:.0f} s — "
-                           "stream stopped or acquisition paused")
-            if self._notice is not None and now - self._notice[1] <= cfg.notice_s and level in ("ok", "info"):
-                message, level = self._notice[0], "info"
-            if level == "ok" and now - self._frame_gaps.last_gap_s < 5.0:
-                # Skipped reconstruction updates are harmless (the display shows the newest anyway);
-                # lost raw frames mean this viewer misses tilt angles: say so.
-                message, level = "Viewer is dropping raw frames (network or this computer too slow)", "warn"
-            lat = m.get("latency_s")
-            dm = self._dip_metrics
-            dip_frames, dip_steps, held = dm.get("dip_frames"), dm.get("dip_steps"), dm.get("dip_heldout_nrmse")
-            return Status(
-                recon_endpoint=self.recon_endpoint,
-                frames_endpoint=self.frames_endpoint,
-                state=state,
-                series_id=self.series_id,
-                frames_per_s=self._progress.rate(now),
-                display_fps=self._display.rate(now),
-                latency_s=None if lat is None else float(lat),
-                end_to_end_s=self._e2e_s if self._e2e_s is not None else (None if lat is None else float(lat)),
-                frames_seen=None if seen is None else int(seen),
-                frames_dropped=self._frame_gaps.missing,
-                updates_dropped=self._update_gaps.missing,
-                rejected=self._rejected,
-                message=message,
-                level=level,
-                source=self.timeline.source(),
-                dip_available=len(self.dip) > 0,
-                dip_frames=None if dip_frames is None else int(dip_frames),
-                dip_steps=None if dip_steps is None else int(dip_steps),
-                dip_heldout_nrmse=None if held is None else float(held),
-                dip_age_s=None if self._last_dip_s is None else max(0.0, now - self._last_dip_s),
-                service_rejects={k.partition(".")[2]: int(v) for k, v in m.items()
-                                 if k.startswith("rejected.") and v > 0},
-            )
+            return self.connection.status(now, self.metrics_state, series_id=self.series_id,
+                                          source=self.timeline.source(), dip_available=len(self.dip) > 0)

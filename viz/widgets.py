@@ -21,6 +21,7 @@ from tiltstream.viz.colormaps import anchors, lut
 from tiltstream.viz.plots import CoveragePanel, TracesPanel
 from tiltstream.viz.records import SOURCES, FrameView, ViewData
 from tiltstream.viz.slicing import histogram, percentile_levels
+from tiltstream.viz.texts import SOURCE_LABELS
 from tiltstream.viz.theme import THEME, html
 
 __all__ = ["OrthoPanel", "FramePanel", "SourceSelector", "CoveragePanel", "TracesPanel", "THEME"]
@@ -407,7 +408,7 @@ class SourceSelector(QtWidgets.QWidget):
 
     sourceChosen = QtCore.Signal(str)
 
-    LABELS = {"sirt": "SIRT live", "dip": "DIP"}
+    LABELS = SOURCE_LABELS
     TIPS = {
         "sirt": "Streaming SIRT: updated with every frame (sliding window); the slider runs over its history",
         "dip": "Deep-image-prior space-time estimate, refined in the background over the whole series; "

@@ -217,10 +217,13 @@ def test_stop_event_ends_a_wait_for_a_full_sink(rng):
     sink = MemorySink(maxsize=1, timeout_s=0.01)
     pub = FramePublisher(sink, frame_shape=SHAPE, dtype=np.float32, exposure_s=0.1, stop_event=stop)
     pub.start()
-    threading.Timer(0.1, stop.set).start()
-    t0 = time.monotonic()
-    pub.send_frame(_frame(rng), angle_deg=0.0)
-    assert 0.05 < time.monotonic() - t0 < 2.0
+    sender = threading.Thread(target=pub.send_frame, args=(_frame(rng),), kwargs={"angle_deg": 0.0})
+    sender.start()
+    sender.join(0.2)
+    assert sender.is_alive()  # the sink is full: it waits (no send timeout here) ...
+    stop.set()
+    sender.join(10.0)
+    assert not sender.is_alive()  # ... until the stop event ends the wait
     assert len(sink) == 1  # only start/1
 
 

@@ -99,7 +99,7 @@ def test_view_command_registers_and_checks_its_arguments():
 
 @pytest.mark.timeout(60)
 def test_headless_snapshot_of_a_live_stream(tmp_path, vol):
-    """`python -m tiltstream.viz --connect EP --snapshot out.png` (what `tiltstream view` runs), in a child."""
+    """`python -m tiltstream view --connect EP --snapshot out.png` (what a detached monitor runs), in a child."""
     out = tmp_path / "monitor.png"
     movie = tmp_path / "slices.gif"
     with Publisher(tcp_endpoint(0)) as pub:
@@ -126,7 +126,7 @@ def test_headless_snapshot_of_a_live_stream(tmp_path, vol):
     img = QtGui.QImage(str(out))
     assert (img.width(), img.height()) == (1000, 700)
     assert movie.stat().st_size > 1000
-    result = subprocess.run([sys.executable, "-m", "tiltstream.viz", "--connect", tcp_endpoint(1), "--snapshot",
+    result = subprocess.run([sys.executable, "-m", "tiltstream", "view", "--connect", tcp_endpoint(1), "--snapshot",
                              str(tmp_path / "empty.png"), "--after", "0.5"], capture_output=True, text=True,
                             timeout=45)
     assert result.returncode == 1 and "no data arrived" in result.stderr  # says so instead of a silent blank

@@ -37,17 +37,13 @@ def wait_for(cond, timeout_s=5.0):
 
 
 def publish_burst(pub, first, n, pause_s=0.0):
-    """Send n slices (and a volume every 10), ``pause_s`` apart; returns the wall time spent sending."""
-    took = 0.0
+    """Send n slices (and a volume every 10), ``pause_s`` apart."""
     for seq in range(first, first + n):
-        t0 = time.perf_counter()
         pub.send(slices(seq))
         if seq % 10 == 0:
             pub.send(volume(seq))
-        took += time.perf_counter() - t0
         if pause_s:
             time.sleep(pause_s)
-    return took
 
 
 def send_series(tx, s, pause_s=0.0):
@@ -88,21 +84,18 @@ def test_stalled_gui_does_not_stall_the_publisher_and_shows_the_latest_after(app
         try:
             with StreamReceiver(model, pub.endpoint):
                 assert wait_for(lambda: pub.poll_subscriptions() or pub.new_subscribers, 3.0)
-                sent_s: list[float] = []
-                sender = threading.Thread(target=lambda: sent_s.append(publish_burst(pub, 1, 300)))
+                sender = threading.Thread(target=publish_burst, args=(pub, 1, 300))
                 sender.start()
-                time.sleep(3.0)  # the GUI thread is stuck: no events, no redraws
-                finished_during_stall = not sender.is_alive()
-                sender.join(10.0)
-                # A publisher that waited for this viewer would still be stuck now.
-                assert finished_during_stall, f"publisher still sending after the 3 s GUI stall ({sent_s})"
+                sender.join(30.0)  # meanwhile the GUI thread is stuck here: no events, no redraws
+                # A publisher that waited for this viewer would never finish while the GUI is stuck.
+                assert not sender.is_alive(), "the publisher could not finish while the GUI was stalled"
                 pub.send(slices(1000))
                 pub.send(volume(1000))
                 deadline = time.monotonic() + 3.0
-                while time.monotonic() < deadline and (window._last_view is None or window._last_view.seq != 1000):
+                while time.monotonic() < deadline and (window.shown_view is None or window.shown_view.seq != 1000):
                     app.processEvents()
                     time.sleep(0.01)
-            assert window._last_view.seq == 1000  # the newest, not a backlog of old ones
+            assert window.shown_view.seq == 1000  # the newest, not a backlog of old ones
             assert model.n_history <= 4  # bounded while the GUI was away
             assert model.history[-1].seq == 1000
         finally:
@@ -113,17 +106,22 @@ def test_slow_viewer_drops_for_itself_only_and_counts_it():
     with Publisher(tcp_endpoint(0)) as pub:
         slow, fast = ViewModel(recon_endpoint=pub.endpoint), ViewModel(recon_endpoint=pub.endpoint)
         real_ingest = slow.ingest
+        release = threading.Event()
 
         def stalled_ingest(msg, received_s=None):
-            time.sleep(0.03)  # a viewer that cannot keep up
+            release.wait(30.0)  # a viewer stuck until the burst is out ...
+            time.sleep(0.03)  # ... and then one that cannot keep up
             return real_ingest(msg, received_s)
 
         slow.ingest = stalled_ingest
         with StreamReceiver(slow, pub.endpoint), StreamReceiver(fast, pub.endpoint, rcvhwm=1000):
             assert wait_for(lambda: (pub.poll_subscriptions(), pub.new_subscribers)[1] >= 2, 3.0)
-            took = publish_burst(pub, 1, 200, pause_s=0.003)  # ~300 updates/s; the slow viewer takes 33/s
-            # Waiting for the slow viewer (30 ms per message) would take ≥ 6 s; not waiting takes well under 1 s.
-            assert took < 3.0, f"publishing took {took:.2f} s: a slow viewer stalled it"
+            sender = threading.Thread(target=publish_burst, args=(pub, 1, 200), kwargs={"pause_s": 0.003})
+            sender.start()
+            sender.join(30.0)
+            # A publisher that waited for the stuck viewer would not have finished.
+            assert not sender.is_alive(), "a stuck viewer stalled the publisher"
+            release.set()
             # Like the service while idle: re-send the newest state until every viewer has it.
             seq, deadline = 201, time.monotonic() + 15.0  # generous: the machine may be loaded
             while time.monotonic() < deadline and not all(m.view() is not None and m.view().seq >= 201
@@ -148,7 +146,7 @@ def test_real_service_late_joiner_sees_state_at_once_and_two_monitors_agree():
     s = simulate_series(make_phantom("nanorod", size=20, static=True), n_frames=24, blur=False)
     cfg = EngineConfig(streaming=StreamingParams(window_frames=24, subset_size=8), device="cpu", volume_period_s=0.2)
     with FrameSender(tcp_endpoint(0)) as tx:
-        svc = ReconService(tx.endpoint, tcp_endpoint(0), cfg, resend_period_s=30.0)
+        svc = ReconService(tx.endpoint, tcp_endpoint(0), cfg, resend_period_s=3600.0)
         stop = threading.Event()
         runner = threading.Thread(target=svc.run, args=(stop,), daemon=True)
         runner.start()
@@ -160,12 +158,10 @@ def test_real_service_late_joiner_sees_state_at_once_and_two_monitors_agree():
                 assert wait_for(lambda: early.metrics().get("frames_seen") == len(s), 20.0)
                 time.sleep(0.5)
                 late = ViewModel(recon_endpoint=svc.pub_endpoint)
-                t0 = time.monotonic()
                 with StreamReceiver(late, svc.pub_endpoint):
-                    # Idle re-sends are 30 s apart here, so only the on-subscribe re-send can do this.
-                    assert wait_for(lambda: late.n_history > 0 and late.view() is not None, 3.0)
-                    joined_s = time.monotonic() - t0
-            assert joined_s < 3.0
+                    # No idle re-sends within this test (resend_period_s), so only the on-subscribe
+                    # re-send can do this.
+                    assert wait_for(lambda: late.n_history > 0 and late.view() is not None, 20.0)
             assert late.series_id == early.series_id == SID
             assert late.reference_shape == early.reference_shape == (20, 20, 20)
             np.testing.assert_allclose(late.history[-1].data, early.history[-1].data)

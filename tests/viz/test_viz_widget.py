@@ -170,7 +170,7 @@ def test_widget_fed_a_simulated_stream_over_the_network(app, phantom_volume):
             check_panel(w, "frame", frames[-1], min_corr=0.85)
             assert model.coverage().angles_deg.size == len(sim)
             assert "θ = " in w.frame.title.text and f"#{len(sim) - 1}" in w.frame.title.text
-            assert w.status_where.text().count("tcp://127.0.0.1") == 2
+            assert w.status_line.where.text().count("tcp://127.0.0.1") == 2
             assert set(model.traces()) >= {"sirt_residual", "temperature_C", "dose_e_per_A2"}
         finally:
             dispose(w)
@@ -190,24 +190,24 @@ def test_controls_drive_the_model(app, phantom_volume, tmp_path):
         x_line.setValue(40.3)  # what a drag does
         assert model.crosshair[2] == 40
         assert w.ortho.lines["xz"][0].value() == pytest.approx(40.5)  # XZ's x line follows, snapped
-        assert w._last_view.index[2] == 40
-        w.slider.setValue(1)  # scrub back
-        assert not model.follow_live and not w.live_button.isChecked() and w._last_view.seq == 2
-        w.live_button.setChecked(True)
-        assert model.follow_live and w._last_view.seq == 4
-        w.slab.setValue(3)
-        assert model.slab == 3 and w._last_view.slab == 3
-        w.cmap.setCurrentText("inferno")
+        assert w.shown_view.index[2] == 40
+        w.controls.slider.setValue(1)  # scrub back
+        assert not model.follow_live and not w.controls.live_button.isChecked() and w.shown_view.seq == 2
+        w.controls.live_button.setChecked(True)
+        assert model.follow_live and w.shown_view.seq == 4
+        w.controls.slab.setValue(3)
+        assert model.slab == 3 and w.shown_view.slab == 3
+        w.controls.cmap.setCurrentText("inferno")
         assert model.colormap == "inferno"
         assert w.ortho.images["xy"].lut is not None and tuple(w.ortho.images["xy"].lut[-1]) == (252, 255, 164)
         w.ortho.hist.region.setRegion((0.1, 0.6))  # the user drags the histogram
         w.ortho.hist.region.sigRegionChangeFinished.emit(w.ortho.hist.region)
-        assert model.levels == pytest.approx((0.1, 0.6)) and model.levels_locked and w.lock.isChecked()
+        assert model.levels == pytest.approx((0.1, 0.6)) and model.levels_locked and w.controls.lock.isChecked()
         model.ingest(VolumeMsg(stream_id=SID, seq=5, t_s=5.0, data=phantom_volume * 9, source="sirt",
                                n_frames_used=5, voxel_nm=0.4))
         pump(app, 0.2)
-        assert w._last_view.seq == 5 and model.levels == pytest.approx((0.1, 0.6))  # held
-        w.lock.setChecked(False)
+        assert w.shown_view.seq == 5 and model.levels == pytest.approx((0.1, 0.6))  # held
+        w.controls.lock.setChecked(False)
         assert model.levels[1] > 1.0  # auto again
         assert w.save_snapshot().parent == tmp_path
         gif = w.export_history(fmt="gif")
@@ -239,29 +239,29 @@ def test_dip_selected_the_panels_slider_status_and_snapshot_show_the_dip(app, ph
     w = make_window(app, model)
     try:
         pump(app, 0.3)
-        assert w.source_box.isHidden() and not w.status_source.isVisibleTo(w)  # SIRT only: no selector
+        assert w.controls.source_box.isHidden() and not w.status_line.source.isVisibleTo(w)  # SIRT only: no selector
         for k, t in enumerate((0.0, 24.0, 48.0)):
             model.ingest(VolumeMsg(stream_id=SID, seq=k, t_s=t, data=dip * (1 + k), source="dip", n_frames_used=72,
                                    voxel_nm=0.8))
         model.ingest(MetricsMsg(stream_id=SID, seq=3, t_s=48.0, values={
             "dip_steps": 900.0, "dip_frames": 72.0, "dip_loss": 0.01, "dip_heldout_nrmse": 0.183}))
         w.refresh(force=True)
-        assert not w.source_box.isHidden() and w.source_buttons["sirt"].isChecked()
+        assert not w.controls.source_box.isHidden() and w.controls.source_buttons["sirt"].isChecked()
         check_panel(w, "xy", phantom_volume[nz // 2])  # still the SIRT until the operator switches
-        w.source_buttons["dip"].click()
-        assert model.source == "dip" and w._last_view.source == "dip" and w._last_view.t_s == 48.0
+        w.controls.source_buttons["dip"].click()
+        assert model.source == "dip" and w.shown_view.source == "dip" and w.shown_view.t_s == 48.0
         cz, cy, cx = (c * m // n for c, m, n in zip(model.crosshair, dip.shape, SHAPE))
         expected = {"xy": dip[cz], "xz": dip[:, cy, :], "yz": dip[:, :, cx].T}
         for name, slice_ in expected.items():
             check_panel(w, name, slice_)
         # The slider runs over the DIP's time points; the status line names the source and the progress.
-        assert w.slider.maximum() == 2 and w.slider.value() == 2 and w.time_label.text().startswith("DIP t = 48.0 s")
-        text = w.status_source.text()
+        assert w.controls.slider.maximum() == 2 and w.controls.slider.value() == 2 and w.controls.time_label.text().startswith("DIP t = 48.0 s")
+        text = w.status_line.source.text()
         assert "DIP</b>" in text and "72</b> frames fitted" in text and "0.183" in text
-        assert w.status_source.isVisibleTo(w)
+        assert w.status_line.source.isVisibleTo(w)
         assert "dip_heldout_nrmse" in w.traces.curves and w.traces.plots["loss"].getAxis("right").isVisible()
-        w.slider.setValue(0)
-        assert w._last_view.t_s == 0.0 and not model.follow_live
+        w.controls.slider.setValue(0)
+        assert w.shown_view.t_s == 0.0 and not model.follow_live
         assert w.traces.markers[0].isVisible() and w.traces.markers[0].value() == 0.0
         # The saved PNG, not only the live widget, shows the DIP in the XY panel.
         png = w.save_snapshot(tmp_path / "dip.png")
@@ -273,9 +273,9 @@ def test_dip_selected_the_panels_slider_status_and_snapshot_show_the_dip(app, ph
         sirt_xy = phantom_volume[nz // 2]
         assert corr(shrink(pixels, sirt_xy.shape), sirt_xy) < 0.5  # not the SIRT volume
         # And back: the SIRT again.
-        w.source_buttons["sirt"].click()
+        w.controls.source_buttons["sirt"].click()
         assert model.source == "sirt"
         check_panel(w, "xy", phantom_volume[nz // 2])
-        assert not w.time_label.text().startswith("DIP")
+        assert not w.controls.time_label.text().startswith("DIP")
     finally:
         dispose(w)

@@ -1,0 +1,59 @@
+"""The monitor window's status line: state, connection, numbers, reconstruction shown, message.
+
+Texts come from :mod:`~tiltstream.viz.texts`; a notice (snapshot saved, export failed) replaces the
+model's message for a few seconds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from pyqtgraph.Qt import QtCore, QtWidgets
+
+from tiltstream.viz import texts
+from tiltstream.viz.records import Status
+from tiltstream.viz.theme import THEME
+
+__all__ = ["StatusLine"]
+
+
+class StatusLine:
+    """Labels in ``bar`` (a QStatusBar) showing a :class:`~tiltstream.viz.records.Status`.
+
+    Attributes ``state``, ``where``, ``numbers``, ``source`` (hidden for streams without a DIP) and
+    ``message`` are the QLabels. ``clock``: monotonic seconds, for how long notices stay.
+    """
+
+    def __init__(self, bar: QtWidgets.QStatusBar, *, notice_s: float = 8.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        bar.setStyleSheet(f"QStatusBar {{ background: {THEME['panel']}; color: {THEME['text']}; }}"
+                          "QStatusBar::item { border: none; }")
+        self.notice_s, self.clock = notice_s, clock
+        self._notice: tuple[str, str, float] | None = None
+        self.state, self.where, self.numbers, self.source, self.message = (QtWidgets.QLabel() for _ in range(5))
+        self.source.setStyleSheet(f"padding-left: 8px; border-left: 1px solid {THEME['old']};")
+        self.source.setVisible(False)
+        for label in (self.state, self.where, self.numbers, self.source, self.message):
+            label.setTextFormat(QtCore.Qt.TextFormat.RichText)
+            bar.addWidget(label, 1 if label is self.message else 0)
+
+    def show(self, st: Status) -> None:
+        """Show ``st`` (and the notice, while it lasts, in place of its message)."""
+        for label, text in ((self.state, texts.state_html(st)), (self.where, texts.where_html(st)),
+                            (self.numbers, texts.numbers_html(st))):
+            label.setText(text)
+            label.setMinimumWidth(label.sizeHint().width())
+        source = texts.source_html(st)
+        if source is not None:
+            self.source.setText(source)
+            self.source.setMinimumWidth(self.source.sizeHint().width())
+        self.source.setVisible(source is not None)
+        message, level = st.message, st.level
+        if self._notice is not None and self.clock() < self._notice[2]:
+            message, level = self._notice[0], self._notice[1]
+        self.message.setText(texts.message_html(message, level))
+
+    def notice(self, text: str, level: str = "info") -> None:
+        """Show ``text`` for ``notice_s`` seconds in place of the model's message (from the next :meth:`show`)."""
+        self._notice = (text, level, self.clock() + self.notice_s)
