@@ -28,7 +28,7 @@ import numpy as np
 from tiltstream.stream.errors import FileFormatError
 from tiltstream.stream.results import ResultWriter, result_voxel_nm
 
-__all__ = ["ZarrResultWriter", "read_zarr_result", "ngff_axes", "ngff_transforms", "INSTALL_HINT"]
+__all__ = ["ZarrResultWriter", "read_zarr_result", "require_zarr", "ngff_axes", "ngff_transforms", "INSTALL_HINT"]
 
 _log = logging.getLogger(__name__)
 
@@ -36,7 +36,8 @@ INSTALL_HINT = "OME-Zarr results need the [zarr] extra: pip install 'tiltstream[
 _ARRAY = "0"
 
 
-def _zarr() -> Any:
+def require_zarr() -> Any:
+    """The ``zarr`` module, after checking that ``ome-zarr`` is there too; else RuntimeError with the install hint."""
     try:
         import ome_zarr.writer  # noqa: F401, PLC0415
         import zarr  # noqa: PLC0415
@@ -82,7 +83,7 @@ class ZarrResultWriter(ResultWriter):
     def __init__(self, path: str | os.PathLike, shape: tuple[int, int, int], times_s: np.ndarray,
                  prov: dict[str, Any], *, overwrite: bool) -> None:
         super().__init__(path, shape, times_s)
-        zarr = _zarr()
+        zarr = require_zarr()
         from ome_zarr.writer import write_multiscales_metadata  # noqa: PLC0415
 
         if self.path.exists() and not overwrite:
@@ -110,7 +111,7 @@ class ZarrResultWriter(ResultWriter):
 def read_zarr_result(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """``(volumes (T, Z, Y, X) float32, times_s (T,), attrs)`` of an OME-Zarr result: the volumes
     written so far (see :func:`tiltstream.stream.results.read_result`)."""
-    zarr = _zarr()
+    zarr = require_zarr()
     p = Path(path)
     try:
         group = zarr.open_group(str(p), mode="r")
