@@ -52,8 +52,6 @@ def sha256_file(path: str | os.PathLike, *, chunk_bytes: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-
-
 def is_zarr_path(path: str | os.PathLike) -> bool:
     """True for a ``*.zarr`` name (an OME-Zarr result), False for anything else (HDF5)."""
     return Path(path).suffix.lower() == ".zarr"
@@ -304,3 +302,12 @@ def result_voxel_nm(attrs: dict[str, Any]) -> float | None:
     except (TypeError, ValueError):
         return None
     return v if np.isfinite(v) and v > 0 else None
+
+
+def __getattr__(name: str) -> object:
+    """``export_volume`` moved to :mod:`tiltstream.stream.export`; still importable from here."""
+    if name == "export_volume":
+        from tiltstream.stream.export import export_volume  # noqa: PLC0415 (export imports this module)
+
+        return export_volume
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
