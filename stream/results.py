@@ -1,11 +1,18 @@
-"""4D reconstruction results (HDF5) and export of single volumes to MRC / TIFF.
+"""4D reconstruction results: one writer interface, two formats (HDF5 and OME-Zarr), and their reader.
 
-Result file layout::
+The format follows the file name: ``*.zarr`` is an OME-Zarr (NGFF) image written by
+:mod:`tiltstream.stream.zarr_results` (optional ``[zarr]`` extra), anything else is HDF5.
+Both are written one volume at a time (:func:`open_result_writer`), so a reconstruction still
+running leaves a readable file holding every volume done so far; :func:`read_result` answers with
+those. Both carry the same provenance.
+
+HDF5 result file layout::
 
     /volumes   (T, Z, Y, X) float32, chunk = one volume; Y is the tilt axis
     /times_s   (T,) float64, seconds since stream start, @units="s"
     /@format="tiltstream-result/1", @tiltstream_version, @created (ISO 8601, UTC),
      @method, @parameters_json, @input_path, @input_sha256, @voxel_nm (when given),
+     @n_written (volumes written so far, in time order; absent in older files: all),
      and any other scalar/string attribute passed in ``attrs``.
 """
 
@@ -25,7 +32,8 @@ import numpy as np
 from tiltstream.stream.errors import FileFormatError
 from tiltstream.stream.rawseries import tiltstream_version, to_json
 
-__all__ = ["RESULT_FORMAT", "write_result", "read_result", "export_volume", "sha256_file"]
+__all__ = ["RESULT_FORMAT", "ResultWriter", "open_result_writer", "write_result", "read_result", "volume_at",
+           "result_voxel_nm", "is_zarr_path", "provenance", "sha256_file"]
 
 _log = logging.getLogger(__name__)
 
@@ -44,41 +52,25 @@ def sha256_file(path: str | os.PathLike, *, chunk_bytes: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def write_result(
-    path: str | os.PathLike,
-    volumes: np.ndarray,
-    times_s: np.ndarray,
-    *,
-    attrs: dict[str, Any],
-    overwrite: bool = False,
-) -> None:
-    """Write a 4D result with its provenance.
+def is_zarr_path(path: str | os.PathLike) -> bool:
+    """True for a ``*.zarr`` name (an OME-Zarr result), False for anything else (HDF5)."""
+    return Path(path).suffix.lower() == ".zarr"
 
-    Parameters
-    ----------
-    path : HDF5 file to create.
-    volumes : (T, Z, Y, X) volumes, stored as float32.
-    times_s : (T,) time of each volume, seconds since stream start.
-    attrs : provenance: ``method`` (str), ``parameters`` (JSON-serialisable dict, stored as
-        ``parameters_json``), ``input_path`` (its SHA-256 is computed unless ``input_sha256`` is
-        given), ``voxel_nm``, and any other scalar or string attribute.
-    overwrite : replace an existing file.
+
+def provenance(path: str | os.PathLike, attrs: dict[str, Any]) -> dict[str, Any]:
+    """The provenance of a result as plain Python values, the same for every format.
+
+    ``format``, ``tiltstream_version``, ``created`` (ISO 8601, UTC), ``method`` (default
+    ``"unknown"``), ``parameters`` (a dict), ``input_path`` and its ``input_sha256`` (computed when
+    the input exists and no hash is given), then every other entry of ``attrs`` that is not None.
     """
-    vol = np.asarray(volumes)
-    t = np.asarray(times_s, dtype=np.float64)
-    if vol.ndim != 4:
-        raise ValueError(f"{path}: volumes: expected a 4-D array (T, Z, Y, X), got shape {vol.shape}")
-    if t.shape != (vol.shape[0],):
-        raise ValueError(f"{path}: times_s: expected {vol.shape[0]} times (one per volume), got shape {t.shape}")
-    if not np.isfinite(t).all():
-        raise ValueError(f"{path}: times_s: expected finite times, got {t.tolist()}")
     extra = dict(attrs)
     out: dict[str, Any] = {
         "format": RESULT_FORMAT,
         "tiltstream_version": tiltstream_version(),
         "created": datetime.now(timezone.utc).isoformat(),
         "method": str(extra.pop("method", "unknown")),
-        "parameters_json": to_json(extra.pop("parameters", {})),
+        "parameters": extra.pop("parameters", None) or {},
     }
     input_path = extra.pop("input_path", None)
     if input_path is not None:
@@ -90,44 +82,148 @@ def write_result(
             _log.warning("%s: input %s not found; no input_sha256 recorded", path, input_path)
         else:
             out["input_sha256"] = sha
-    for key, value in extra.items():
-        if isinstance(value, (dict, list, tuple)):
-            out[f"{key}_json"] = to_json(value)
-        elif value is not None:
-            out[key] = value
-    with h5py.File(path, "w" if overwrite else "w-") as f:
-        chunks = (1, *vol.shape[1:]) if vol.shape[0] and min(vol.shape[1:]) > 0 else None
-        f.create_dataset("volumes", data=vol.astype(np.float32, copy=False), chunks=chunks)
-        f.create_dataset("times_s", data=t).attrs["units"] = "s"
-        f["volumes"].attrs["axes"] = "T,Z,Y,X"
-        f.attrs.update(out)
-    _log.info("wrote %d volumes %s to %s", vol.shape[0], vol.shape[1:], path)
+    out.update((k, v) for k, v in extra.items() if v is not None)
+    return out
 
 
-def read_result(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    """``(volumes (T, Z, Y, X) float32, times_s (T,), attrs)`` of a result file.
+def _check_times(path: str | os.PathLike, times_s: Any, n: int) -> np.ndarray:
+    t = np.asarray(times_s, dtype=np.float64)
+    if t.shape != (n,):
+        raise ValueError(f"{path}: times_s: expected {n} times (one per volume), got shape {t.shape}")
+    if not np.isfinite(t).all():
+        raise ValueError(f"{path}: times_s: expected finite times, got {t.tolist()}")
+    return t
 
-    ``attrs`` has the provenance written by :func:`write_result`, with ``parameters`` (and any
-    other ``*_json`` attribute) decoded back to Python objects.
+
+class ResultWriter:
+    """Writes a 4-D result one volume at a time, in time order; a context manager.
+
+    Every :meth:`append` is on disk when it returns, and the file says how many volumes it holds
+    (``n_written``), so a reader sees a consistent result of the volumes done so far while the
+    writer goes on. Made by :func:`open_result_writer`; subclasses implement one format.
     """
-    from tiltstream.stream.nxtomo_reader import open_h5
 
-    p = Path(path)
-    if not p.exists():
-        raise FileFormatError(p, "path", "an existing result file", "no such file")
-    with open_h5(p) as f:
-        for name in ("volumes", "times_s"):
-            if not isinstance(f.get(name), h5py.Dataset):
-                raise FileFormatError(p, f"/{name}", "a tiltstream 4-D result dataset", "none")
-        if f["volumes"].ndim != 4:
-            raise FileFormatError(p, "/volumes", "a 4-D dataset (T, Z, Y, X)", f"shape {f['volumes'].shape}")
-        volumes = np.asarray(f["volumes"][()], dtype=np.float32)
-        times = np.asarray(f["times_s"][()], dtype=np.float64)
-        raw_attrs = {k: v for k, v in f.attrs.items()}
-    if times.shape != (volumes.shape[0],):
-        raise FileFormatError(p, "/times_s", f"{volumes.shape[0]} times (one per volume)", f"shape {times.shape}")
+    def __init__(self, path: str | os.PathLike, shape: tuple[int, int, int], times_s: np.ndarray) -> None:
+        self.path = Path(path)
+        self.shape = tuple(int(s) for s in shape)
+        self.times_s = np.asarray(times_s, dtype=np.float64)
+        self.n_written = 0
+
+    def append(self, volume: np.ndarray) -> None:
+        """Write the next (Z, Y, X) volume (the one at ``times_s[n_written]``)."""
+        vol = np.asarray(volume)
+        if vol.shape != self.shape:
+            raise ValueError(f"{self.path}: volume {self.n_written}: expected shape {self.shape}, got {vol.shape}")
+        if self.n_written >= len(self.times_s):
+            raise ValueError(f"{self.path}: expected at most {len(self.times_s)} volumes (one per time), "
+                             f"got volume {self.n_written + 1}")
+        self._write(self.n_written, vol.astype(np.float32, copy=False))
+        self.n_written += 1
+
+    def _write(self, i: int, volume: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Finish the file (it stays readable if the writer is never closed)."""
+        if self.n_written < len(self.times_s):
+            _log.warning("%s: closed with %d of %d volumes written", self.path, self.n_written, len(self.times_s))
+        else:
+            _log.info("wrote %d volumes %s to %s", self.n_written, self.shape, self.path)
+
+    def __enter__(self) -> ResultWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _HDF5ResultWriter(ResultWriter):
+    def __init__(self, path: str | os.PathLike, shape: tuple[int, int, int], times_s: np.ndarray,
+                 prov: dict[str, Any], *, overwrite: bool) -> None:
+        super().__init__(path, shape, times_s)
+        attrs: dict[str, Any] = {}
+        for key, value in prov.items():
+            if isinstance(value, (dict, list, tuple)):
+                attrs[f"{key}_json"] = to_json(value)
+            else:
+                attrs[key] = value
+        self._file = h5py.File(self.path, "w" if overwrite else "w-")
+        full = (len(self.times_s), *self.shape)
+        chunks = (1, *self.shape) if full[0] and min(self.shape) > 0 else None
+        self._volumes = self._file.create_dataset("volumes", shape=full, dtype=np.float32, chunks=chunks)
+        self._volumes.attrs["axes"] = "T,Z,Y,X"
+        self._file.create_dataset("times_s", data=self.times_s).attrs["units"] = "s"
+        self._file.attrs.update(attrs)
+        self._file.attrs["n_written"] = 0
+        self._file.flush()
+
+    def _write(self, i: int, volume: np.ndarray) -> None:
+        self._volumes[i] = volume
+        self._file.attrs["n_written"] = i + 1
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file.id.valid:
+            self._file.close()
+            super().close()
+
+
+def open_result_writer(
+    path: str | os.PathLike,
+    shape: tuple[int, int, int],
+    times_s: np.ndarray,
+    *,
+    attrs: dict[str, Any],
+    overwrite: bool = False,
+) -> ResultWriter:
+    """A :class:`ResultWriter` for volumes of ``shape`` (Z, Y, X) at ``times_s`` (s since stream start).
+
+    ``*.zarr`` gives an OME-Zarr image (needs the ``[zarr]`` extra), any other name HDF5.
+    ``attrs`` is the provenance (see :func:`provenance` and :func:`write_result`).
+    """
+    if len(shape) != 3:
+        raise ValueError(f"{path}: shape: expected (Z, Y, X), got {tuple(shape)}")
+    t = _check_times(path, times_s, len(np.asarray(times_s).reshape(-1)))
+    prov = provenance(path, attrs)
+    if is_zarr_path(path):
+        from tiltstream.stream.zarr_results import ZarrResultWriter  # noqa: PLC0415 (optional extra)
+
+        return ZarrResultWriter(path, shape, t, prov, overwrite=overwrite)
+    return _HDF5ResultWriter(path, shape, t, prov, overwrite=overwrite)
+
+
+def write_result(
+    path: str | os.PathLike,
+    volumes: np.ndarray,
+    times_s: np.ndarray,
+    *,
+    attrs: dict[str, Any],
+    overwrite: bool = False,
+) -> None:
+    """Write a 4D result with its provenance (HDF5, or OME-Zarr for a ``*.zarr`` name).
+
+    Parameters
+    ----------
+    path : file to create (a folder for ``*.zarr``).
+    volumes : (T, Z, Y, X) volumes, stored as float32.
+    times_s : (T,) time of each volume, seconds since stream start.
+    attrs : provenance: ``method`` (str), ``parameters`` (JSON-serialisable dict, stored as
+        ``parameters_json`` in HDF5), ``input_path`` (its SHA-256 is computed unless ``input_sha256`` is
+        given), ``voxel_nm``, and any other scalar, string, list or dict attribute.
+    overwrite : replace an existing file.
+    """
+    vol = np.asarray(volumes)
+    if vol.ndim != 4:
+        raise ValueError(f"{path}: volumes: expected a 4-D array (T, Z, Y, X), got shape {vol.shape}")
+    t = _check_times(path, times_s, vol.shape[0])
+    with open_result_writer(path, vol.shape[1:], t, attrs=attrs, overwrite=overwrite) as writer:
+        for v in vol:
+            writer.append(v)
+
+
+def _decode_attrs(raw: dict[str, Any]) -> dict[str, Any]:
     attrs: dict[str, Any] = {}
-    for key, value in raw_attrs.items():
+    for key, value in raw.items():
         if isinstance(value, bytes):
             value = value.decode("utf-8", "replace")
         elif isinstance(value, np.generic):
@@ -136,41 +232,82 @@ def read_result(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict[s
             attrs[key[: -len("_json")]] = json.loads(value)
         else:
             attrs[key] = value
-    return volumes, times, attrs
+    return attrs
 
 
-def export_volume(path: str | os.PathLike, volume: np.ndarray, *, voxel_nm: float | None = None,
-                  overwrite: bool = False) -> None:
-    """Write one (Z, Y, X) volume to ``.mrc`` or ``.tif``/``.tiff`` (by extension) for other viewers.
+def read_result(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """``(volumes (T, Z, Y, X) float32, times_s (T,), attrs)`` of a result file (HDF5 or OME-Zarr).
 
-    MRC gets the voxel size in Å in its header; TIFF is an ImageJ hyperstack (axes ZYX) with the
-    voxel size in nm as resolution and spacing.
+    ``attrs`` has the provenance written by :func:`write_result`, with ``parameters`` (and any
+    other ``*_json`` attribute) decoded back to Python objects. A result still being written (or
+    left by a killed writer) gives the volumes written so far; ``attrs["n_planned"]`` is the number
+    of time points it was opened for.
     """
     p = Path(path)
-    vol = np.ascontiguousarray(volume, dtype=np.float32)
-    if vol.ndim != 3:
-        raise ValueError(f"{p}: volume: expected a 3-D array (Z, Y, X), got shape {vol.shape}")
-    if voxel_nm is not None and not (np.isfinite(voxel_nm) and voxel_nm > 0):
-        raise ValueError(f"{p}: voxel_nm: expected a positive size in nm, got {voxel_nm}")
-    suffix = p.suffix.lower()
-    if p.exists() and not overwrite:
-        raise FileExistsError(f"{p}: refusing to replace an existing file (pass overwrite=True)")
-    if suffix in (".mrc", ".map", ".rec"):
-        import mrcfile
+    if not p.exists():
+        raise FileFormatError(p, "path", "an existing result file", "no such file")
+    if is_zarr_path(p):
+        from tiltstream.stream.zarr_results import read_zarr_result  # noqa: PLC0415 (optional extra)
 
-        with mrcfile.new(p, overwrite=True) as m:
-            m.set_data(vol)
-            m.set_volume()
-            if voxel_nm is not None:
-                m.voxel_size = voxel_nm * 10.0
-    elif suffix in (".tif", ".tiff"):
-        import tifffile
+        return read_zarr_result(p)
+    from tiltstream.stream.nxtomo_reader import open_h5  # noqa: PLC0415
 
-        kwargs: dict[str, Any] = {"metadata": {"axes": "ZYX"}}
-        if voxel_nm is not None:
-            kwargs = {"resolution": (1.0 / voxel_nm, 1.0 / voxel_nm),
-                      "metadata": {"axes": "ZYX", "unit": "nm", "spacing": voxel_nm}}
-        tifffile.imwrite(p, vol, imagej=True, **kwargs)
-    else:
-        raise FileFormatError(p, "format", "a .mrc, .map, .rec, .tif or .tiff file name", repr(p.suffix or p.name))
-    _log.info("exported volume %s to %s", vol.shape, p)
+    with open_h5(p) as f:
+        for name in ("volumes", "times_s"):
+            if not isinstance(f.get(name), h5py.Dataset):
+                raise FileFormatError(p, f"/{name}", "a tiltstream 4-D result dataset", "none")
+        if f["volumes"].ndim != 4:
+            raise FileFormatError(p, "/volumes", "a 4-D dataset (T, Z, Y, X)", f"shape {f['volumes'].shape}")
+        planned = f["volumes"].shape[0]
+        n = min(int(f.attrs.get("n_written", planned)), planned)
+        volumes = np.asarray(f["volumes"][:n], dtype=np.float32)
+        times = np.asarray(f["times_s"][()], dtype=np.float64)
+        attrs = _decode_attrs(dict(f.attrs.items()))
+    if times.shape != (planned,):
+        raise FileFormatError(p, "/times_s", f"{planned} times (one per volume)", f"shape {times.shape}")
+    attrs["n_planned"] = planned
+    return volumes, times[:n], attrs
+
+
+def volume_at(volumes: np.ndarray, times_s: np.ndarray, t_s: float, *,
+              interpolate: bool = False) -> tuple[np.ndarray, float]:
+    """``(volume (Z, Y, X), time)`` of a result at ``t_s`` (s): the nearest volume in time, or with
+    ``interpolate`` the linear blend of the two around ``t_s`` (``time`` is then ``t_s``).
+
+    ``t_s`` must lie within the result's span (a result says nothing outside it).
+    """
+    t = np.asarray(times_s, dtype=np.float64)
+    if len(t) == 0:
+        raise ValueError("result is empty: expected at least one volume")
+    lo, hi = float(t.min()), float(t.max())
+    if not (np.isfinite(t_s) and lo - 1e-9 <= t_s <= hi + 1e-9):
+        raise ValueError(f"time: expected t within the result's span [{lo:g}, {hi:g}] s, got {t_s:g} s")
+    if not interpolate or len(t) == 1:
+        i = int(np.argmin(np.abs(t - t_s)))
+        return np.asarray(volumes[i]), float(t[i])
+    order = np.argsort(t, kind="stable")
+    ts = t[order]
+    k = int(np.clip(np.searchsorted(ts, t_s), 1, len(ts) - 1))
+    t0, t1 = ts[k - 1], ts[k]
+    w = 0.0 if t1 == t0 else (t_s - t0) / (t1 - t0)
+    v0, v1 = (np.asarray(volumes[order[j]], dtype=np.float32) for j in (k - 1, k))
+    return ((1.0 - w) * v0 + w * v1).astype(np.float32), float(t_s)
+
+
+def result_voxel_nm(attrs: dict[str, Any]) -> float | None:
+    """The voxel edge in nm of a result's ``attrs``, or None when unknown (absent, NaN, not positive)."""
+    v = attrs.get("voxel_nm")
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return None
+    return v if np.isfinite(v) and v > 0 else None
+
+
+def __getattr__(name: str) -> object:
+    """``export_volume`` moved to :mod:`tiltstream.stream.export`; still importable from here."""
+    if name == "export_volume":
+        from tiltstream.stream.export import export_volume  # noqa: PLC0415 (export imports this module)
+
+        return export_volume
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

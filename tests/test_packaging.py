@@ -73,3 +73,16 @@ def test_wheel_holds_every_source_package(tmp_path):
     assert not missing, f"{wheel.name}: expected every package of the source tree, missing {missing}"
     stray = sorted(p for p in in_wheel - on_disk)
     assert not stray, f"{wheel.name}: expected only packages under tiltstream/, got also {stray}"
+
+
+def test_wheel_holds_the_napari_manifest_and_its_entry_point(tmp_path):
+    """viz/napari.yaml is package data: without it napari cannot load the plugin from a wheel."""
+    pytest.importorskip("setuptools", reason="building the wheel needs setuptools (in the [test] extra)")
+    wheel = build_wheel(ROOT, tmp_path)
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        assert "tiltstream/viz/napari.yaml" in names, f"{wheel.name}: expected tiltstream/viz/napari.yaml"
+        manifest = zf.read("tiltstream/viz/napari.yaml").decode()
+        entry_points = next(zf.read(n).decode() for n in names if n.endswith(".dist-info/entry_points.txt"))
+    assert "[napari.manifest]" in entry_points and "tiltstream = tiltstream.viz:napari.yaml" in entry_points
+    assert "python_name: tiltstream.viz.napari_plugin:get_reader" in manifest

@@ -103,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tilt axis position right of the detector centre, in pixels")
     s.add_argument("--height", type=_positive_int, default=None, metavar="NZ",
                    help="volume thickness along the beam in voxels (default: frame width)")
-    s.add_argument("--out", type=Path, required=True, help="output HDF5 (volumes (T,Z,Y,X), times_s)")
+    s.add_argument("--out", type=Path, required=True,
+                   help="output result: .h5 (HDF5: volumes (T,Z,Y,X), times_s) or .zarr (OME-Zarr, the [zarr] extra)")
     g = s.add_argument_group("dip", "options of --method dip")
     g.add_argument("--steps", type=_positive_int, default=None, metavar="S",
                    help="optimiser steps in all (default 2000; with --resume: the checkpoint's)")
@@ -127,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="simulated recording (default: the result's input)")
     s.set_defaults(func=cmd_score)
 
-    from tiltstream import cmd_acquire, cmd_keys, cmd_recon, cmd_record, cmd_view, demo  # noqa: PLC0415 (light at import)
+    from tiltstream import cmd_acquire, cmd_export, cmd_keys, cmd_recon, cmd_record, cmd_view, demo  # noqa: PLC0415 (light at import)
 
     demo.register(sub)
     cmd_acquire.register(sub)
@@ -136,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmd_view.register(sub)
     cmd_align.register(sub)
     cmd_keys.register(sub)
+    cmd_export.register(sub)
     return p
 
 def main(argv: list[str] | None = None) -> int:

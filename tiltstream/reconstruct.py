@@ -30,10 +30,17 @@ def _params(args: argparse.Namespace) -> BatchParams:
 
 
 def run(args: argparse.Namespace) -> str:
-    """Read, reconstruct at the requested times with a progress bar, write, and return a summary."""
-    from tiltstream.stream.readers import read_series  # noqa: PLC0415
-    from tiltstream.stream.results import write_result  # noqa: PLC0415
+    """Read, reconstruct at the requested times with a progress bar, write, and return a summary.
 
+    ``args.out`` names the result's format: ``*.zarr`` OME-Zarr, anything else HDF5.
+    """
+    from tiltstream.stream.readers import read_series  # noqa: PLC0415
+    from tiltstream.stream.results import is_zarr_path, write_result  # noqa: PLC0415
+
+    if is_zarr_path(args.out):  # fail before the work, not after it
+        from tiltstream.stream.zarr_results import require_zarr  # noqa: PLC0415
+
+        require_zarr()
     if getattr(args, "align", False):
         series = _aligned_series(args)
     else:

@@ -24,7 +24,7 @@ from tiltstream.cli import build_parser, main
 from tiltstream.stream.sockets import CurveClientConfig, CurveConfig
 
 #: sub-commands that open no socket; every other one must take the shared --curve* options
-NO_SOCKETS = {"info", "simulate", "reconstruct", "score", "align", "keys"}
+NO_SOCKETS = {"info", "simulate", "reconstruct", "score", "align", "keys", "export"}
 #: sub-commands that make their own keys instead (a flag that turns CURVE on)
 OWN_KEYS = {"demo": "--curve"}
 CURVE_FLAGS = ("--curve-key", "--curve-server-key", "--curve-allowed")
