@@ -134,7 +134,8 @@ class StreamingSirt:
     def _entry(self, frame: np.ndarray, angle_deg: float, t_s: float, seq: int) -> _Entry:
         A = operator(self._vol, ProjectionGeometry([angle_deg], self.frame_shape, self.axis_offset_px),
                      backend="torch", device=self.device)
-        block = Block.of(A, torch.as_tensor(frame[None], device=self.device))
+        data = frame if frame.flags.writeable else frame.copy()  # a received buffer is read-only
+        block = Block.of(A, torch.as_tensor(data[None], device=self.device))
         return _Entry(seq, angle_deg, t_s, block, block.column_sums())
 
     def _trim(self) -> None:
