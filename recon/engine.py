@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tiltstream.recon.streaming import FrameRejected, StreamingParams, StreamingSirt
+from tiltstream.recon.binning import bin_factor, block_mean
 from tiltstream.stream.budget import default_budget_bytes
 from tiltstream.stream.protocol import EndMsg, FrameMsg, MetricsMsg, SlicesMsg, StartMsg, VolumeMsg
 from tiltstream.stream.tracking import SeqNumbers
 
-__all__ = ["EngineConfig", "ReconEngine", "downsample"]
+__all__ = ["EngineConfig", "ReconEngine"]
 
 log = logging.getLogger(__name__)
 
@@ -59,16 +60,6 @@ class EngineConfig:
     align: bool = False
     align_params: object | None = None  # a tiltstream.recon.align.LiveAlignParams
     memory_budget_bytes: int | None = None
-
-
-def downsample(vol: np.ndarray, max_edge: int) -> np.ndarray:
-    """Block-average (Z, Y, X) by the smallest integer factor that brings every edge ≤ ``max_edge``."""
-    f = max(1, math.ceil(max(vol.shape) / max_edge))
-    if f == 1:
-        return vol
-    z, y, x = (s // f * f for s in vol.shape)
-    v = vol[:z, :y, :x]
-    return v.reshape(z // f, f, y // f, f, x // f, f).mean(axis=(1, 3, 5)).astype(np.float32)
 
 
 class ReconEngine:
@@ -232,7 +223,7 @@ class ReconEngine:
         now = self.clock()
         if force_volume or now - self._last_volume_t >= self.config.volume_period_s:
             self._last_volume_t = now
-            small = downsample(vol, self.config.volume_max_edge)
+            small = block_mean(vol, bin_factor(vol.shape, self.config.volume_max_edge))
             voxel = None if self.voxel_nm is None else self.voxel_nm * vol.shape[0] / small.shape[0]
             out.append(VolumeMsg(**common, seq=self.next_seq("volume"), data=small, source="sirt",
                                  n_frames_used=est.window_size, voxel_nm=voxel))

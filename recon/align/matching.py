@@ -29,6 +29,7 @@ from scipy import ndimage
 from tiltstream.recon.align.axis import estimate_axis_offset
 from tiltstream.recon.align.drift import reference_drift, split_gauge
 from tiltstream.recon.align.xcorr import RegistrationFilter
+from tiltstream.recon.binning import block_mean, centre_shift_px
 from tiltstream.recon.geometry import ProjectionGeometry, VolumeGeometry
 from tiltstream.recon.projector import operator
 from tiltstream.recon.sirt import sirt, sirt_weights
@@ -108,22 +109,14 @@ def shift_frames(frames: np.ndarray, shifts_px: np.ndarray, *, order: int = 3) -
 
 
 def bin_frames(frames: np.ndarray, factor: int) -> tuple[np.ndarray, float]:
-    """Block-average frames (N, Y, U) by ``factor``, padding with edge values at the bottom/right.
+    """Block-average frames (N, Y, U) by ``factor`` (:func:`~tiltstream.recon.binning.block_mean`).
 
     Returns the binned frames and the change of the column centre, in full pixels: a feature at
     ``c`` px right of the full frame's centre sits ``(c − centre_shift) / factor`` binned px right
     of the binned frame's centre.
     """
     f = np.asarray(frames, dtype=np.float32)
-    if factor == 1:
-        return f, 0.0
-    n, ny, nu = f.shape
-    py, pu = (-ny) % factor, (-nu) % factor
-    if py or pu:
-        f = np.pad(f, ((0, 0), (0, py), (0, pu)), mode="edge")
-    nyb, nub = f.shape[1] // factor, f.shape[2] // factor
-    out = f.reshape(n, nyb, factor, nub, factor).mean(axis=(2, 4))
-    return out, pu / 2.0
+    return block_mean(f, factor, ndim=2), centre_shift_px(f.shape[2], factor)
 
 
 class _Reprojector:

@@ -34,6 +34,7 @@ from tiltstream.recon.dip.fit import DipTrainer
 from tiltstream.recon.dip.losses import learning_rate
 from tiltstream.recon.dip.model import DipGeometry
 from tiltstream.recon.dip.params import DipParams
+from tiltstream.recon.binning import bin_factor, block_mean
 from tiltstream.recon.projector import resolve_device
 
 __all__ = ["OnlineDipConfig", "GrowingSeriesData", "OnlineDipTrainer", "OnlineDip", "DipEstimate", "bin_frame"]
@@ -97,20 +98,13 @@ class OnlineDipConfig:
             raise ValueError(f"lr_floor: expected a share in [0, 1], got {self.lr_floor}")
 
 
-def bin_factor(frame_shape: tuple[int, int], max_edge: int | None) -> int:
-    return 1 if max_edge is None else max(1, math.ceil(max(frame_shape) / max_edge))
-
-
 def bin_frame(frame: np.ndarray, factor: int) -> np.ndarray:
-    """(Y, U) frame block-averaged ``factor``×``factor`` (cropped to a multiple) and divided by
-    ``factor``: line integrals measured in binned-voxel lengths, so the volume reconstructed on the
-    binned grid has the same voxel values as one on the full grid."""
-    a = np.asarray(frame, dtype=np.float32)
+    """(Y, U) frame block-averaged ``factor``×``factor`` (:func:`~tiltstream.recon.binning.block_mean`)
+    and divided by ``factor``: line integrals measured in binned-voxel lengths, so the volume
+    reconstructed on the binned grid has the same voxel values as one on the full grid."""
     if factor == 1:
-        return a
-    y, u = (s // factor * factor for s in a.shape)
-    block = a[:y, :u].reshape(y // factor, factor, u // factor, factor).mean(axis=(1, 3))
-    return (block / np.float32(factor)).astype(np.float32)
+        return np.asarray(frame, dtype=np.float32)
+    return block_mean(frame, factor) / np.float32(factor)
 
 
 class GrowingSeriesData:
@@ -423,7 +417,7 @@ class OnlineDip:
             self._last_publish = -math.inf
             if shape is None:
                 return
-            ny, nu = (s // self.factor for s in shape)
+            ny, nu = (-(-s // self.factor) for s in shape)  # binned sizes (block_mean keeps the edges)
             self.data = GrowingSeriesData((ny, nu), vol_z=self.config.vol_z or nu, device=self.device,
                                           heldout_every=self.config.heldout_every)
             self._series_id = sid

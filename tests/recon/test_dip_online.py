@@ -80,7 +80,7 @@ def test_online_dip_warm_starts_and_improves_as_the_series_streams_in(streamed_r
             assert online.add_frame(s.frames[i], angle_deg=float(s.angles_deg[i]), t_s=float(s.times_s[i]),
                                     stream_id="s1")
         for _ in range(8):
-            online._absorb()
+            online.work(steps=0)
             if online.trainer is not None:
                 picks, _ = online.trainer.sampler.next()
                 fitted.update(picks.tolist())
@@ -120,10 +120,10 @@ def test_bad_frames_and_other_series_are_refused_and_counted():
     assert not online.add_frame(frame, angle_deg=math.nan, t_s=1.0)
     assert not online.add_frame(frame, angle_deg=1.0, t_s=1.0, stream_id="b")
     assert online.rejected == 5
-    online._absorb()
+    online.work(steps=0)
     assert online.n_frames == 1
     online.start_series("b", (4, 4))  # a new series starts from nothing
-    online._absorb()
+    online.work(steps=0)
     assert online.n_frames == 0 and online.trainer is None
 
 
@@ -135,10 +135,10 @@ def test_frames_are_binned_to_the_working_size():
     rng = np.random.default_rng(1)
     for i in range(4):
         online.add_frame(rng.random((40, 48)), angle_deg=10.0 * i, t_s=float(i))
-    online._absorb()
-    assert online.data.frames.shape == (4, 13, 16) and online.trainer is not None
+    online.work(steps=0)
+    assert online.data.frames.shape == (4, 14, 16) and online.trainer is not None  # 40 / 3 → 14 rows, edges kept
     est = online.publish()
-    assert est.volumes.shape[1:] == (16, 13, 16) and est.pixel_nm == pytest.approx(1.5)
+    assert est.volumes.shape[1:] == (16, 14, 16) and est.pixel_nm == pytest.approx(1.5)
 
 
 def test_background_thread_trains_and_stops():

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tiltstream.recon.engine import EngineConfig, ReconEngine, downsample
+from tiltstream.recon.engine import EngineConfig, ReconEngine
 from tiltstream.recon.streaming import StreamingParams
 from tiltstream.sim import make_phantom, simulate_series
 from tiltstream.stream.protocol import EndMsg, FrameMsg, MetricsMsg, SlicesMsg, StartMsg, VolumeMsg, pack, unpack
@@ -89,14 +89,6 @@ def test_new_series_resets_and_end_is_noted(series):
     eng.handle(_frame("e" * 32, series, 0))
     out = eng.step()
     assert all(m.stream_id == "e" * 32 for m in out)
-
-
-def test_downsample_block_average():
-    v = np.arange(4 * 6 * 8, dtype=np.float32).reshape(4, 6, 8)
-    d = downsample(v, 4)
-    assert d.shape == (2, 3, 4)
-    assert d[0, 0, 0] == pytest.approx(v[:2, :2, :2].mean())
-    assert downsample(v, 8) is v
 
 
 def test_a_burst_longer_than_the_window_folds_only_the_newest_frames(series):
