@@ -33,11 +33,13 @@ from tiltstream.stream.orient import orient_frames
 from tiltstream.stream.rawseries import RawSeries
 from tiltstream.stream.series import TiltSeries
 
-__all__ = ["FileFormatError", "read_series", "describe", "open_raw", "HDF5_SUFFIXES"]
+__all__ = ["FileFormatError", "read_series", "read_image", "describe", "open_raw", "HDF5_SUFFIXES", "IMAGE_SUFFIXES"]
 
 _log = logging.getLogger(__name__)
 
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".nx", ".nxs", ".nx5")
+#: files of one frame each that :func:`read_image` reads
+IMAGE_SUFFIXES = (".tif", ".tiff", ".mrc", ".mrcs", ".st")
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
@@ -74,6 +76,31 @@ def _opener(path: Path) -> Callable[[Path], RawSeries]:
             return openers[kind]  # not recognised by content: the opener says what is wrong
     known = " ".join(HDF5_SUFFIXES + MRC_SUFFIXES + TIFF_SUFFIXES)
     raise FileFormatError(path, "format", f"one of {known} or a folder of TIFF files", repr(path.suffix or path.name))
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """The one 2-D frame (Y, X) in a TIFF or MRC file, dtype as stored (frames of a folder watch).
+
+    Chosen by content, else by extension; every problem raises :class:`FileFormatError`.
+    """
+    from tiltstream.stream.mrc import MRC_SUFFIXES, read_mrc_image
+    from tiltstream.stream.tiff import TIFF_SUFFIXES, read_tiff_image
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileFormatError(p, "path", "an existing file", "no such file")
+    if p.stat().st_size == 0:
+        raise FileFormatError(p, "file", "an image file", "an empty file (0 bytes)")
+    kind = _sniff(p)
+    if kind is None:
+        suffix = p.suffix.lower()
+        kind = "mrc" if suffix in MRC_SUFFIXES else "tiff" if suffix in TIFF_SUFFIXES else None
+    if kind not in ("mrc", "tiff"):
+        raise FileFormatError(p, "format", f"a TIFF or MRC image ({' '.join(IMAGE_SUFFIXES)})",
+                              kind or repr(p.suffix or p.name))
+    reader = read_mrc_image if kind == "mrc" else read_tiff_image
+    with reading(p, "a readable image"):
+        return reader(p)
 
 
 def open_raw(path: str | os.PathLike) -> RawSeries:
