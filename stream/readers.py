@@ -7,7 +7,9 @@ Formats (chosen by content where it can be recognised, else by extension):
 * MRC (``.mrc .mrcs .st .ali .preali .map``) + ``.rawtlt``/``.tlt`` (+ optional ``.csv``) beside it
   (:mod:`tiltstream.stream.mrc`);
 * TIFF (``.tif .tiff``) multi-page file, or a folder of TIFF files, + an angle/time CSV
-  (:mod:`tiltstream.stream.tiff`).
+  (:mod:`tiltstream.stream.tiff`);
+* SerialEM MRC + ``.mdoc`` (:mod:`tiltstream.stream.serialem`, through the MRC reader);
+* Velox ``.emd`` and Gatan ``.dm3 .dm4`` (:mod:`tiltstream.stream.rsciio_reader`).
 
 Frames are brought into the tiltstream convention (tilt axis along the rows, Y) using the
 in-plane tilt-axis angle given to :func:`read_series`, else the one found in the file, else 0
@@ -64,9 +66,13 @@ def _opener(path: Path) -> Callable[[Path], RawSeries]:
     from tiltstream.stream.nxtomo_reader import open_nxtomo
     from tiltstream.stream.tiff import TIFF_SUFFIXES, open_tiff
 
+    from tiltstream.stream.rsciio_reader import RSCIIO_SUFFIXES, open_rsciio
+
     openers = {"hdf5": open_nxtomo, "mrc": open_mrc, "tiff": open_tiff}
     if path.is_dir():
         return open_tiff
+    if path.suffix.lower() in RSCIIO_SUFFIXES:  # before sniffing: a Velox .emd is an HDF5 file
+        return open_rsciio
     kind = _sniff(path)
     if kind is not None:
         return openers[kind]
@@ -74,7 +80,7 @@ def _opener(path: Path) -> Callable[[Path], RawSeries]:
     for kind, suffixes in (("hdf5", HDF5_SUFFIXES), ("mrc", MRC_SUFFIXES), ("tiff", TIFF_SUFFIXES)):
         if suffix in suffixes:
             return openers[kind]  # not recognised by content: the opener says what is wrong
-    known = " ".join(HDF5_SUFFIXES + MRC_SUFFIXES + TIFF_SUFFIXES)
+    known = " ".join(HDF5_SUFFIXES + MRC_SUFFIXES + TIFF_SUFFIXES + RSCIIO_SUFFIXES)
     raise FileFormatError(path, "format", f"one of {known} or a folder of TIFF files", repr(path.suffix or path.name))
 
 
