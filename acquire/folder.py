@@ -5,7 +5,8 @@ MRC ``.mrc``/``.mrcs``/``.st``, one 2-D frame each) and sends each complete file
 order of appearance (files that appear in the same poll: by modification time, then name).
 
 **Complete** means: its size and modification time have not changed for ``settle_s`` seconds and
-it reads as a whole image (a truncated TIFF/MRC fails to read). A file that is still unreadable
+it reads as a whole image (:func:`tiltstream.stream.readers.read_image`: a truncated TIFF/MRC fails
+to read). A file that is still unreadable
 after settling is reported (logged with the reason) and skipped; if it changes later it is looked
 at again. A file that changes after it was sent is not sent again.
 
@@ -15,7 +16,10 @@ at again. A file that changes after it was sent is not sent again.
   ``frame_0001.txt`` (also ``frame_0001.tif.json``/``.txt``). JSON: an object with ``angle_deg``
   and optionally ``t_s``, ``exposure_s``, ``dose_e_per_A2``, ``temperature_C``, ``stage_xyz``,
   ``focus_index``, ``pixel_nm``. Text: the same keys as ``key = value`` (or ``key: value``) lines,
-  ``#`` comments allowed, or just the angle as the only number. A frame waits up to
+  ``#`` comments allowed, or just the angle as the only number. SerialEM's per-frame files come with
+  their own ``frame_0001.mrc.mdoc`` (or ``frame_0001.mdoc``): its one ``[ZValue = 0]`` section gives
+  the angle, ``TimeStamp``/``DateTime`` (as seconds after the first frame's), exposure, dose and
+  pixel size (:mod:`tiltstream.stream.serialem`; needs ``mdocfile``). A frame waits up to
   ``sidecar_wait_s`` for its sidecar, then is reported and skipped.
 * ``"filename"``: the angle is read from the file name (without its extension), see
   :func:`angle_from_name`: a number followed by ``deg`` (``tilt_+12.50deg_0007.tif`` → 12.5), else
@@ -35,7 +39,6 @@ import math
 import re
 import threading
 import time
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,8 +48,10 @@ import numpy as np
 
 from tiltstream.acquire.publisher import FRAME_EXTRA_FIELDS, FramePublisher
 from tiltstream.acquire.sinks import Sink
+from tiltstream.stream.errors import FileFormatError
+from tiltstream.stream.readers import read_image
 
-__all__ = ["FolderWatcher", "angle_from_name", "read_sidecar", "read_frame", "ANGLE_DEG_RE", "ANGLE_NUMBER_RE"]
+__all__ = ["FolderWatcher", "angle_from_name", "read_sidecar", "ANGLE_DEG_RE", "ANGLE_NUMBER_RE"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +61,7 @@ ANGLE_DEG_RE = re.compile(r"(?<![\d.])([-+]?\d+(?:\.\d+)?)\s*deg(?:rees?)?(?![a-
 ANGLE_NUMBER_RE = re.compile(r"(?<![\d.])([-+]\d+(?:\.\d+)?|\d+\.\d+)(?![\d.])")
 
 _KEY_VALUE_RE = re.compile(r"^([A-Za-z_]\w*)\s*[=:]\s*(.*)$")
-_SIDECAR_SUFFIXES = (".json", ".txt")
+_SIDECAR_SUFFIXES = (".json", ".txt", ".mdoc")
 _SIDECAR_KEYS = {"angle_deg", "t_s", "exposure_s", "dose_e_per_A2", "temperature_C", *FRAME_EXTRA_FIELDS}
 _TIFF = (".tif", ".tiff")
 _MRC = (".mrc", ".mrcs", ".st")
@@ -78,7 +83,14 @@ def angle_from_name(name: str) -> float:
 
 
 def read_sidecar(path: Path) -> dict[str, Any]:
-    """Fields of a ``.json`` or ``.txt`` sidecar (``angle_deg`` required); ValueError if unusable."""
+    """Fields of a ``.json``, ``.txt`` or SerialEM ``.mdoc`` sidecar (``angle_deg`` required); ValueError if unusable.
+
+    An ``.mdoc`` gives ``timestamp_s`` (absolute) instead of ``t_s``.
+    """
+    if Path(path).suffix.lower() == ".mdoc":
+        from tiltstream.stream.serialem import mdoc_frame_fields  # noqa: PLC0415
+
+        return mdoc_frame_fields(Path(path))
     text = Path(path).read_text(encoding="utf-8", errors="replace")
     fields: dict[str, Any]
     if Path(path).suffix.lower() == ".json":
@@ -126,28 +138,6 @@ def _number(path: Path, key: str, value: Any) -> float:
     if not math.isfinite(out):
         raise ValueError(f"sidecar {path.name}: {key}: expected a finite number, got {value!r}")
     return out
-
-
-def read_frame(path: Path) -> np.ndarray:
-    """The single 2-D frame (Y, X) in a TIFF or MRC file; ValueError/OSError if it is not one."""
-    suffix = path.suffix.lower()
-    if path.stat().st_size == 0:
-        raise ValueError("empty file (0 bytes)")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # a warning about a damaged file counts as unreadable
-        if suffix in _MRC:
-            import mrcfile
-
-            with mrcfile.open(path, mode="r", permissive=False) as mrc:
-                data = np.array(mrc.data)
-        else:
-            import tifffile
-
-            data = np.asarray(tifffile.imread(path))
-    data = np.squeeze(data)
-    if data.ndim != 2:
-        raise ValueError(f"expected one 2-D frame per file, got an image of shape {data.shape}")
-    return data
 
 
 @dataclass
@@ -237,6 +227,7 @@ class FolderWatcher:
         self._pending: list[_Pending] = []
         self._ignored: set[Path] = set() if include_existing else {p for p, _ in self._scan()}
         self._mtime_ref_ns: int | None = None
+        self._stamp_ref_s: float | None = None
 
     # -- scanning --------------------------------------------------------------------------------
     def _scan(self) -> list[tuple[Path, tuple[int, int]]]:
@@ -317,11 +308,11 @@ class FolderWatcher:
             if entry.signature[0] == 0 or now - entry.changed_at < self.settle_s:
                 break  # not complete yet; later files wait to keep the order of appearance
             try:
-                data = read_frame(entry.path)
-            except Exception as exc:  # readers raise many types for broken files
+                data = read_image(entry.path)
+            except FileFormatError as exc:
                 if self._changed(entry, now):
                     break
-                self._reject(entry, f"unreadable ({type(exc).__name__}: {exc})")
+                self._reject(entry, f"unreadable ({exc.field}: expected {exc.expected}, got {exc.found})")
                 continue
             if self._changed(entry, now):
                 break
@@ -364,6 +355,11 @@ class FolderWatcher:
         fields = dict(fields)
         angle = fields.pop("angle_deg")
         t_s = fields.pop("t_s", None)
+        stamp = fields.pop("timestamp_s", None)
+        if t_s is None and stamp is not None:
+            if self._stamp_ref_s is None:
+                self._stamp_ref_s = stamp
+            t_s = stamp - self._stamp_ref_s
         if t_s is None:
             if self._mtime_ref_ns is None:
                 self._mtime_ref_ns = entry.signature[1]

@@ -5,10 +5,18 @@
 ``series.csv`` (the angle/time CSV of :mod:`tiltstream.stream.sidecars`) adds frame times,
 exposures and extra fields; its angles must agree with the tilt file (or replace it when there is
 none). The pixel size comes from the MRC header (Å, converted to nm; a cell equal to the grid, 1 Å, is
-the writers' "unset" and gives an unknown pixel size). The tilt-axis angle comes
+the writers' "unset"). The tilt-axis angle comes
 from an FEI extended header ("Tilt axis angle", assumed to follow the same convention), else an IMOD/SerialEM label such as
 ``"Tilt axis angle = 85.3, binning = 1"``, else a ``# tilt_axis_angle_deg=`` CSV comment.
 Without times the frame index is used.
+
+A SerialEM ``series.mrc.mdoc`` (or ``series.mdoc``, :mod:`tiltstream.stream.serialem`) gives the
+angles (where there is no tilt file), frame times, exposures, dose and pixel size; the format is
+then ``"serialem"``. Without a tilt file, CSV or ``.mdoc``, the angles of an FEI extended header
+(FEI1/FEI2, or the older one of FEI tomography software) are used.
+
+Pixel size, first that is known: a ``# pixel_nm=`` CSV comment; the MRC cell (Å); the FEI
+extended header ("Pixel size X", m); the ``.mdoc`` ``PixelSpacing`` (Å); else unknown.
 """
 
 from __future__ import annotations
@@ -24,10 +32,11 @@ import numpy as np
 
 from tiltstream.stream.errors import FileFormatError, reading
 from tiltstream.stream.rawseries import RawSeries, check_per_frame
+from tiltstream.stream.serialem import MDOC_SUFFIX, mdoc_fields, read_mdoc
 from tiltstream.stream.series import TiltSeries
 from tiltstream.stream.sidecars import fields_from_table, find_beside, read_angle_csv, read_tlt, write_angle_csv
 
-__all__ = ["MRC_SUFFIXES", "open_mrc", "write_mrc_series"]
+__all__ = ["MRC_SUFFIXES", "open_mrc", "read_mrc_image", "write_mrc_series"]
 
 _log = logging.getLogger(__name__)
 
@@ -94,8 +103,8 @@ def _tilt_axis_from_header(header: Any, ext: np.ndarray | None) -> tuple[float |
     return None, None
 
 
-def open_mrc(path: Path) -> RawSeries:
-    """Read everything but the frames of an MRC stack and its sidecar files."""
+def _checked_header(path: Path) -> tuple[Any, np.ndarray | None]:
+    """Header and FEI1/FEI2 extended header of ``path``, refused where the file size does not fit them."""
     header, ext, expected_size = _header(path)
     nx, ny, nz = int(header.nx), int(header.ny), int(header.nz)
     size = path.stat().st_size
@@ -104,19 +113,101 @@ def open_mrc(path: Path) -> RawSeries:
         raise FileFormatError(path, "data", what, f"a truncated file of {size} bytes")
     if size > expected_size:  # a wrong mode or grid in the header: reading it would scramble the frames
         raise FileFormatError(path, "data", what, f"a file of {size} bytes ({size - expected_size} more)")
+    return header, ext
+
+
+def _read_data(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """The data of ``path`` as stored (dtype kept) in ``shape`` (a 2-D image or a stack (N, Y, X))."""
+    with warnings.catch_warnings(), reading(path, "readable MRC data", "data"):
+        warnings.simplefilter("ignore")
+        with mrcfile.mmap(path, mode="r", permissive=True) as m:
+            data = m.data
+            if data is None or data.size != int(np.prod(shape)) or data.shape[-2:] != shape[-2:]:
+                raise FileFormatError(path, "data", f"an array of shape {shape}",
+                                      "no data" if data is None else f"shape {data.shape}")
+            return np.array(data).reshape(shape)
+
+
+def read_mrc_image(path: Path) -> np.ndarray:
+    """The one 2-D frame (Y, X) of an MRC file, dtype as stored (the folder watcher's frames)."""
+    header, _ = _checked_header(path)
+    nx, ny, nz = int(header.nx), int(header.ny), int(header.nz)
+    if nz != 1:
+        raise FileFormatError(path, "data", "one 2-D frame (Y, X) per file", f"a stack of {nz} frames of shape ({ny}, {nx})")
+    return _read_data(path, (ny, nx))
+
+
+_OLD_FEI_BYTES = 1024 * 128  # FEI's extended header before FEI1: 1024 records of 32 float32
+_OLD_FEI_ANGLE, _OLD_FEI_PIXEL_M = 0, 11  # record fields: alpha tilt (deg), pixel size (m)
+
+
+def _fei_fields(path: Path, header: Any, ext: np.ndarray | None, nz: int) -> dict[str, Any]:
+    """``angles_deg`` and ``pixel_nm`` from an FEI extended header (FEI1/FEI2, or the older
+    headerless one of FEI/Thermo tomography software: ``nsymbt`` = 131072, no ``exttyp``)."""
+    out: dict[str, Any] = {}
+    if ext is not None and len(ext) >= nz:
+        angles, pixel_m = ext["Alpha tilt"][:nz], ext["Pixel size X"][0]
+    elif int(header.nsymbt) == _OLD_FEI_BYTES and bytes(header.exttyp).strip(b"\0 ") == b"" and nz <= 1024:
+        order = ">" if header.dtype.byteorder == ">" else "<"
+        with reading(path, "a readable FEI extended header", "extended header"), open(path, "rb") as fh:
+            fh.seek(1024)
+            records = np.frombuffer(fh.read(_OLD_FEI_BYTES), dtype=f"{order}f4").reshape(1024, 32)
+        angles, pixel_m = records[:nz, _OLD_FEI_ANGLE], records[0, _OLD_FEI_PIXEL_M]
+    else:
+        return out
+    angles = np.asarray(angles, dtype=np.float64)
+    if np.all(np.isfinite(angles)) and np.ptp(angles) > 0:  # all zero: not a tilt series' angles
+        out["angles_deg"] = angles
+    pixel_nm = float(pixel_m) * 1e9
+    if np.isfinite(pixel_nm) and 1e-4 < pixel_nm < 1e6:
+        out["pixel_nm"] = float(f"{pixel_nm:.7g}")  # float32 metres
+    return out
+
+
+def _cell_pixel_nm(path: Path, header: Any) -> float | None:
+    """Pixel size from the MRC cell (Å over the sampling), None where the cell is unset (0, or 1 Å pixels)."""
+    voxel_a = float(header.cella.x) / (int(header.mx) or int(header.nx))
+    voxel_ay = float(header.cella.y) / (int(header.my) or int(header.ny))
+    if voxel_a == 1.0 and voxel_ay == 1.0:
+        # a cell equal to the grid (1 Å pixels) is what IMOD and mrcfile-based writers leave when the
+        # pixel size is unknown; reporting 0.1 nm would be a guess dressed up as a measurement
+        _log.info("%s: header pixel size is exactly 1 A, the value writers leave when it is unset; "
+                  "pixel size taken from elsewhere or unknown", path)
+        return None
+    if not (voxel_a > 0 and np.isfinite(voxel_a)):
+        return None
+    if abs(voxel_ay - voxel_a) > 1e-4 * voxel_a:
+        _log.warning("%s: x and y pixel sizes differ (%g, %g A); using x", path, voxel_a, voxel_ay)
+    return float(f"{voxel_a / 10.0:.7g}")  # header holds float32 Å
+
+
+def open_mrc(path: Path) -> RawSeries:
+    """Read everything but the frames of an MRC stack and its sidecar files."""
+    header, ext = _checked_header(path)
+    nx, ny, nz = int(header.nx), int(header.ny), int(header.nz)
     if nz == 1:
         raise FileFormatError(path, "data", "a 3-D stack of frames (N, Y, X)", f"a 2-D image of shape ({ny}, {nx})")
     tlt = find_beside(path, (".rawtlt", ".tlt"))
     csv = find_beside(path, (".csv",))
-    if tlt is None and csv is None:
+    mdoc_path = find_beside(path, (MDOC_SUFFIX,))
+    fei = _fei_fields(path, header, ext, nz)
+    if tlt is None and csv is None and mdoc_path is None and "angles_deg" not in fei:
         raise FileFormatError(path, "angles", f"a tilt-angle file {path.with_suffix('.rawtlt').name} or "
-                              f"{path.with_suffix('.tlt').name} (or {path.with_suffix('.csv').name}) beside it", "none")
+                              f"{path.with_suffix('.tlt').name} (or {path.with_suffix('.csv').name} or a SerialEM "
+                              f"{path.name}{MDOC_SUFFIX}; the file has no FEI extended header with angles) beside it",
+                              "none")
     fields: dict[str, Any] = {"extra": {}}
     files = [str(path)]
     label = str(path)
-    if tlt is not None:
+    if mdoc_path is not None:
+        files.append(str(mdoc_path))
+        fields.update(mdoc_fields(read_mdoc(mdoc_path, nz)))
+        fei.setdefault("pixel_nm", fields.pop("pixel_nm", None))  # the .mdoc's: after the header's
+    if tlt is not None:  # the angles of a tilt file (IMOD's, perhaps corrected) win over the .mdoc's
         files.append(str(tlt))
         fields["angles_deg"] = check_per_frame(f"{path} + {tlt.name}", "angles", read_tlt(tlt), nz, what="angles")
+    elif "angles_deg" not in fields and "angles_deg" in fei:
+        fields["angles_deg"] = fei["angles_deg"]
     if csv is not None:
         files.append(str(csv))
         fields.update(fields_from_table(label, read_angle_csv(csv), nz, angles_deg=fields.get("angles_deg")))
@@ -124,17 +215,10 @@ def open_mrc(path: Path) -> RawSeries:
     if axis is not None:
         fields.setdefault("tilt_axis_angle_deg", axis)
         fields.setdefault("tilt_axis_source", axis_source)
-    voxel_a = float(header.cella.x) / (int(header.mx) or nx)  # cell size in Å over sampling
-    voxel_ay = float(header.cella.y) / (int(header.my) or ny)
-    if "pixel_nm" not in fields and voxel_a == 1.0 and voxel_ay == 1.0:
-        # a cell equal to the grid (1 Å pixels) is what IMOD and mrcfile-based writers leave when the
-        # pixel size is unknown; reporting 0.1 nm would be a guess dressed up as a measurement
-        _log.info("%s: header pixel size is exactly 1 A, the value writers leave when it is unset; "
-                  "pixel size treated as unknown", path)
-    elif "pixel_nm" not in fields and voxel_a > 0 and np.isfinite(voxel_a):
-        fields["pixel_nm"] = float(f"{voxel_a / 10.0:.7g}")  # header holds float32 Å
-        if abs(voxel_ay - voxel_a) > 1e-4 * voxel_a:
-            _log.warning("%s: x and y pixel sizes differ (%g, %g A); using x", path, voxel_a, voxel_ay)
+    cell_nm = _cell_pixel_nm(path, header)
+    if "pixel_nm" in fields and cell_nm is not None and abs(cell_nm - fields["pixel_nm"]) > 1e-3 * cell_nm:
+        _log.warning("%s: pixel size %g nm from the CSV; the MRC header says %g nm", path, fields["pixel_nm"], cell_nm)
+    fields.setdefault("pixel_nm", cell_nm if cell_nm is not None else fei.get("pixel_nm"))
     metadata: dict[str, Any] = {"mrc_mode": int(header.mode)}
     labels = [bytes(header.label[i]).decode("ascii", "replace").strip() for i in range(int(header.nlabl))]
     if labels:
@@ -143,21 +227,16 @@ def open_mrc(path: Path) -> RawSeries:
         metadata["csv_settings"] = fields.pop("csv_settings")
     if "times_s" not in fields:
         fields.update(times_s=np.arange(nz, dtype=np.float64), time_source="frame_index",
-                      time_detail=f"no {path.with_suffix('.csv').name} with a time_s column")
+                      time_detail=f"no {path.with_suffix('.csv').name} with a time_s column"
+                      + ("" if mdoc_path is None else f" and no time stamps in {mdoc_path.name}"))
 
     def load_frames() -> np.ndarray:
-        with warnings.catch_warnings(), reading(path, "readable MRC data", "data"):
-            warnings.simplefilter("ignore")
-            with mrcfile.mmap(path, mode="r", permissive=True) as m:
-                data = m.data
-                if data is None or data.shape != (nz, ny, nx):
-                    raise FileFormatError(path, "data", f"a 3-D stack ({nz}, {ny}, {nx})",
-                                          "no data" if data is None else f"shape {data.shape}")
-                return np.array(data, dtype=np.float32)
+        return _read_data(path, (nz, ny, nx)).astype(np.float32, copy=False)
 
+    beside = [p.name for p in (mdoc_path, tlt) if p is not None]
     return RawSeries(
-        label=label + (f" + {tlt.name}" if tlt is not None else ""),
-        format="mrc",
+        label=" + ".join([label, *beside]),
+        format="serialem" if mdoc_path is not None else "mrc",
         frame_shape=(ny, nx),
         dtype=str(mrcfile.utils.dtype_from_mode(header.mode)),
         load_frames=load_frames,

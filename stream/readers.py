@@ -7,7 +7,9 @@ Formats (chosen by content where it can be recognised, else by extension):
 * MRC (``.mrc .mrcs .st .ali .preali .map``) + ``.rawtlt``/``.tlt`` (+ optional ``.csv``) beside it
   (:mod:`tiltstream.stream.mrc`);
 * TIFF (``.tif .tiff``) multi-page file, or a folder of TIFF files, + an angle/time CSV
-  (:mod:`tiltstream.stream.tiff`).
+  (:mod:`tiltstream.stream.tiff`);
+* SerialEM MRC + ``.mdoc`` (:mod:`tiltstream.stream.serialem`, through the MRC reader);
+* Velox ``.emd`` and Gatan ``.dm3 .dm4`` (:mod:`tiltstream.stream.rsciio_reader`).
 
 Frames are brought into the tiltstream convention (tilt axis along the rows, Y) using the
 in-plane tilt-axis angle given to :func:`read_series`, else the one found in the file, else 0
@@ -33,11 +35,13 @@ from tiltstream.stream.orient import orient_frames
 from tiltstream.stream.rawseries import RawSeries
 from tiltstream.stream.series import TiltSeries
 
-__all__ = ["FileFormatError", "read_series", "describe", "open_raw", "HDF5_SUFFIXES"]
+__all__ = ["FileFormatError", "read_series", "read_image", "describe", "open_raw", "HDF5_SUFFIXES", "IMAGE_SUFFIXES"]
 
 _log = logging.getLogger(__name__)
 
 HDF5_SUFFIXES = (".h5", ".hdf5", ".hdf", ".nx", ".nxs", ".nx5")
+#: files of one frame each that :func:`read_image` reads
+IMAGE_SUFFIXES = (".tif", ".tiff", ".mrc", ".mrcs", ".st")
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
@@ -62,9 +66,13 @@ def _opener(path: Path) -> Callable[[Path], RawSeries]:
     from tiltstream.stream.nxtomo_reader import open_nxtomo
     from tiltstream.stream.tiff import TIFF_SUFFIXES, open_tiff
 
+    from tiltstream.stream.rsciio_reader import RSCIIO_SUFFIXES, open_rsciio
+
     openers = {"hdf5": open_nxtomo, "mrc": open_mrc, "tiff": open_tiff}
     if path.is_dir():
         return open_tiff
+    if path.suffix.lower() in RSCIIO_SUFFIXES:  # before sniffing: a Velox .emd is an HDF5 file
+        return open_rsciio
     kind = _sniff(path)
     if kind is not None:
         return openers[kind]
@@ -72,8 +80,33 @@ def _opener(path: Path) -> Callable[[Path], RawSeries]:
     for kind, suffixes in (("hdf5", HDF5_SUFFIXES), ("mrc", MRC_SUFFIXES), ("tiff", TIFF_SUFFIXES)):
         if suffix in suffixes:
             return openers[kind]  # not recognised by content: the opener says what is wrong
-    known = " ".join(HDF5_SUFFIXES + MRC_SUFFIXES + TIFF_SUFFIXES)
+    known = " ".join(HDF5_SUFFIXES + MRC_SUFFIXES + TIFF_SUFFIXES + RSCIIO_SUFFIXES)
     raise FileFormatError(path, "format", f"one of {known} or a folder of TIFF files", repr(path.suffix or path.name))
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """The one 2-D frame (Y, X) in a TIFF or MRC file, dtype as stored (frames of a folder watch).
+
+    Chosen by content, else by extension; every problem raises :class:`FileFormatError`.
+    """
+    from tiltstream.stream.mrc import MRC_SUFFIXES, read_mrc_image
+    from tiltstream.stream.tiff import TIFF_SUFFIXES, read_tiff_image
+
+    p = Path(path)
+    if not p.is_file():
+        raise FileFormatError(p, "path", "an existing file", "no such file")
+    if p.stat().st_size == 0:
+        raise FileFormatError(p, "file", "an image file", "an empty file (0 bytes)")
+    kind = _sniff(p)
+    if kind is None:
+        suffix = p.suffix.lower()
+        kind = "mrc" if suffix in MRC_SUFFIXES else "tiff" if suffix in TIFF_SUFFIXES else None
+    if kind not in ("mrc", "tiff"):
+        raise FileFormatError(p, "format", f"a TIFF or MRC image ({' '.join(IMAGE_SUFFIXES)})",
+                              kind or repr(p.suffix or p.name))
+    reader = read_mrc_image if kind == "mrc" else read_tiff_image
+    with reading(p, "a readable image"):
+        return reader(p)
 
 
 def open_raw(path: str | os.PathLike) -> RawSeries:

@@ -24,7 +24,7 @@ from tiltstream.stream.rawseries import RawSeries, unit_factor
 from tiltstream.stream.series import TiltSeries
 from tiltstream.stream.sidecars import fields_from_table, find_beside, read_angle_csv, write_angle_csv
 
-__all__ = ["TIFF_SUFFIXES", "open_tiff", "write_tiff_series"]
+__all__ = ["TIFF_SUFFIXES", "open_tiff", "read_tiff_image", "write_tiff_series"]
 
 _log = logging.getLogger(__name__)
 
@@ -147,6 +147,21 @@ def _pixel_nm(path: Path, tif: tifffile.TiffFile) -> float | None:
     return float(f"{per_pixel * factor:.7g}")
 
 
+def _read_image(path: Path, frame_shape: tuple[int, ...], like: str = "") -> np.ndarray:
+    """The one image of ``path`` (dtype as stored), checked to have ``frame_shape`` (``like`` another file)."""
+    with _tifffile_warnings(path), reading(path, "a readable TIFF file"):
+        img = np.squeeze(tifffile.imread(path))
+    if img.shape != frame_shape:
+        raise FileFormatError(path, "image", f"shape {frame_shape}{like}", f"shape {img.shape}")
+    return img
+
+
+def read_tiff_image(path: Path) -> np.ndarray:
+    """The one 2-D frame (Y, X) of a TIFF file, dtype as stored (the folder watcher's frames)."""
+    shape, _, _ = _inspect(path, 2)
+    return _read_image(path, shape)
+
+
 def open_tiff(path: Path) -> RawSeries:
     """Read everything but the frames of a TIFF stack (file or folder) and its CSV."""
     if path.is_dir():
@@ -189,11 +204,7 @@ def open_tiff(path: Path) -> RawSeries:
             return np.asarray(frames, dtype=np.float32).reshape(n, *frame_shape)
         out = np.empty((n, *frame_shape), dtype=np.float32)
         for i, f in enumerate(files):
-            with _tifffile_warnings(f), reading(f, "a readable TIFF file"):
-                img = np.squeeze(tifffile.imread(f))
-            if img.shape != frame_shape:
-                raise FileFormatError(f, "image", f"shape {frame_shape} like {files[0].name}", f"shape {img.shape}")
-            out[i] = img
+            out[i] = _read_image(f, frame_shape, f" like {files[0].name}")
         return out
 
     return RawSeries(

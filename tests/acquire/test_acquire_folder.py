@@ -255,3 +255,46 @@ def test_arguments_are_checked(tmp_path):
         FolderWatcher(tmp_path, MemorySink(), angle_from="header")
     with pytest.raises(ValueError, match="existing folder"):
         FolderWatcher(tmp_path / "nope", MemorySink())
+
+
+def test_serialem_frames_with_their_own_mdoc(tmp_path, rng):
+    """Per-frame MRC files + .mrc.mdoc as SerialEM writes them (mdocfile's writer): angle, time, dose, pixel."""
+    import mrcfile
+
+    pytest.importorskip("mdocfile")
+    from mdocfile.data_models import Mdoc, MdocGlobalData, MdocSectionData
+
+    clock, sink = FakeClock(), MemorySink()
+    watcher = _watcher(tmp_path, sink, clock, pattern="*.mrc")
+    images = [rng.random(SHAPE).astype(np.float32) for _ in range(3)]
+    angles, stamps = [12.5, -30.25, 47.0], [7.3e8 + 4.0, 7.3e8 + 6.5, 7.3e8 + 10.0]
+    for i, img in enumerate(images):
+        with mrcfile.new(tmp_path / f"tilt_{i:03d}.mrc") as mrc:
+            mrc.set_data(img)
+        section = MdocSectionData(ZValue=0, TiltAngle=angles[i], TimeStamp=repr(stamps[i]), ExposureTime=0.4,
+                                  ExposureDose=1.5, PixelSpacing=3.36)
+        mdoc = Mdoc(titles=["[T = SerialEM]"], global_data=MdocGlobalData(PixelSpacing=3.36), section_data=[section])
+        (tmp_path / f"tilt_{i:03d}.mrc.mdoc").write_text(mdoc.to_string() + "\n")
+        assert len(_settle(watcher, clock)) == 1
+    watcher.close()
+    frames = sink.frames
+    for frame, img in zip(frames, images, strict=True):
+        np.testing.assert_array_equal(frame.data, img)
+    assert [f.angle_deg for f in frames] == angles
+    assert [f.t_s for f in frames] == [0.0, 2.5, 6.0]
+    assert [(f.exposure_s, f.dose_e_per_A2, f.pixel_nm) for f in frames] == [(0.4, 1.5, pytest.approx(0.336))] * 3
+    assert watcher.rejected == {}
+
+
+def test_truncated_mrc_frame_is_reported_in_one_line(tmp_path, rng):
+    import mrcfile
+
+    clock, sink = FakeClock(), MemorySink()
+    watcher = _watcher(tmp_path, sink, clock, pattern="*.mrc", angle_from="filename")
+    with mrcfile.new(tmp_path / "img_+5.0deg.mrc") as mrc:
+        mrc.set_data(rng.random(SHAPE).astype(np.float32))
+    raw = (tmp_path / "img_+5.0deg.mrc").read_bytes()
+    (tmp_path / "img_+5.0deg.mrc").write_bytes(raw[:-100])
+    _settle(watcher, clock)
+    reason = watcher.rejected[tmp_path / "img_+5.0deg.mrc"]
+    assert reason.startswith("unreadable (data: expected") and "truncated file" in reason and "\n" not in reason
