@@ -18,54 +18,21 @@ import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from tiltstream.recon.dip.online import DipEstimate, OnlineDip, OnlineDipConfig
+from tiltstream.recon.dip.online import OnlineDipConfig
+from tiltstream.recon.dip_bridge import DipBridge
 from tiltstream.recon.engine import EngineConfig, ReconEngine
-from tiltstream.stream.protocol import EndMsg, FrameMsg, MetricsMsg, StartMsg, VolumeMsg
+from tiltstream.recon.resume import resume_series
+from tiltstream.recon.service_stats import ServiceStats
+from tiltstream.stream.protocol import EndMsg, FrameMsg, StartMsg
 from tiltstream.stream.transport import DEFAULT_VIEWER_HWM, FrameReceiver, Publisher
 
 __all__ = ["ReconService", "ServiceStats"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class ServiceStats:
-    """What the service did; ``latencies_s`` are receive → estimate-updated times per frame."""
-
-    frames_received: int = 0
-    updates: int = 0
-    published: int = 0
-    series: int = 0
-    update_s: list[float] = field(default_factory=list)
-    latencies_s: list[float] = field(default_factory=list)
-    rejected_by_reason: dict[str, int] = field(default_factory=dict)
-    frames_rejected_by_engine: int = 0
-    dip_estimates: int = 0
-    align_shifts_px: list[tuple[float, float]] = field(default_factory=list)  # (dy, du) per update, --align
-
-    def summary(self) -> dict[str, float | int]:
-        def pct(v: list[float], q: float) -> float:
-            return float(np.percentile(v, q)) if v else float("nan")
-
-        return {
-            "frames_received": self.frames_received,
-            "updates": self.updates,
-            "series": self.series,
-            "messages_published": self.published,
-            "messages_rejected": int(sum(self.rejected_by_reason.values())),
-            "frames_rejected": self.frames_rejected_by_engine,
-            "dip_estimates": self.dip_estimates,
-            "update_ms_p50": 1e3 * pct(self.update_s, 50),
-            "latency_ms_p50": 1e3 * pct(self.latencies_s, 50),
-            "latency_ms_p99": 1e3 * pct(self.latencies_s, 99),
-            **({"align_shift_px_max": float(np.max(np.abs(self.align_shifts_px)))} if self.align_shifts_px else {}),
-        }
 
 
 class ReconService:
@@ -107,13 +74,11 @@ class ReconService:
         self._last_outputs: list[object] = []
         self._last_publish = 0.0
         self._end_seen = threading.Event()
-        # the online DIP trains in its own thread; its estimates wait here for the recon thread,
-        # which owns the PUB socket
-        self.dip = OnlineDip(dip, on_estimate=self._dip_ready) if dip is not None else None
-        self._dip_out: deque[DipEstimate] = deque(maxlen=2)
-        self._last_dip: list[object] = []
+        # the online DIP trains in its own thread; its estimates wait in the bridge for the recon
+        # thread, which owns the PUB socket
+        self.dip = DipBridge(dip, self.engine, self._wake) if dip is not None else None
         if resume_from is not None:
-            self._resume(Path(resume_from))
+            resume_series(resume_from, self.engine, self.receiver, self.dip)
 
     @property
     def frames_endpoint(self) -> str:
@@ -122,34 +87,6 @@ class ReconService:
     @property
     def pub_endpoint(self) -> str | None:
         return None if self.publisher is None else self.publisher.endpoint
-
-    # -- resume ---------------------------------------------------------------------------------
-    def _resume(self, path: Path) -> None:
-        from tiltstream.stream.readers import read_series  # noqa: PLC0415
-
-        series = read_series(path)
-        meta = series.metadata
-        sid = str(meta.get("stream_id") or meta.get("experiment", {}).get("stream_id") or f"resumed-{path.stem}")
-        keep = self.engine.config.streaming.window_frames
-        first = max(0, series.n_frames - keep)
-        self.engine.handle(StartMsg(stream_id=sid, frame_shape=series.frame_shape, dtype="float32",
-                                    scheme=str(meta.get("scheme", "unknown")), pixel_nm=series.pixel_nm))
-        if self.dip is not None:  # the DIP takes the whole recorded series, not only the last window
-            self.dip.start_series(sid, series.frame_shape, series.pixel_nm)
-            for i in range(first):
-                self.dip.add_frame(series.frames[i], angle_deg=float(series.angles_deg[i]),
-                                   t_s=float(series.times_s[i]), stream_id=sid)
-        for i in range(first, series.n_frames):
-            self.engine.handle(FrameMsg(seq=i, stream_id=sid, angle_deg=float(series.angles_deg[i]),
-                                        t_s=float(series.times_s[i]), exposure_s=0.0,
-                                        data=np.ascontiguousarray(series.frames[i], dtype=np.float32)))
-        seqs = series.extra.get("seq")  # a tiltstream recording numbers its frames; other files do not
-        self.receiver.expect_series(sid, None if seqs is None or not len(seqs) else int(np.max(seqs)))
-        self.engine.step()
-        passes = 4 * -(-keep // self.engine.config.streaming.subset_size)  # four sweeps over the window
-        self.engine.estimator.update(steps=passes)
-        log.info("resumed series %s from %s: last %d of %d frames", sid[:8], path, series.n_frames - first,
-                 series.n_frames)
 
     # -- threads --------------------------------------------------------------------------------
     def _intake(self, stop: threading.Event) -> None:
@@ -180,7 +117,8 @@ class ReconService:
             msg, t_recv = self._inbox.popleft()
             try:
                 self.engine.handle(msg, received_at=t_recv)
-                self._to_dip(msg)
+                if self.dip is not None:
+                    self.dip.take(msg)
             except (MemoryError, RuntimeError) as exc:  # never exit on a message
                 self.engine.rejected["engine_error"] += 1
                 log.error("%s of series %s could not be taken: %s", type(msg).__name__,
@@ -189,53 +127,22 @@ class ReconService:
         n_before = len(self.engine.latencies_s)
         outputs = self.engine.step()
         if outputs:
-            self.stats.updates += 1
-            metrics = outputs[-1].values
-            if "update_s" in metrics:
-                self.stats.update_s.append(metrics["update_s"])
-            if "align_du_px" in metrics and self.engine.latencies_s[n_before:]:  # a frame was aligned
-                self.stats.align_shifts_px.append((metrics["align_dy_px"], metrics["align_du_px"]))
-            self.stats.latencies_s.extend(self.engine.latencies_s[n_before:])
+            self.stats.record_update(outputs[-1].values, self.engine.latencies_s[n_before:])
         self._publish(outputs)
         if self.publisher is not None:
             joined = self.publisher.poll_subscriptions()
             idle = time.monotonic() - self._last_publish > self.resend_period_s
             if (joined or idle) and self.engine.estimator is not None:
                 self._publish(self.engine.step(force_volume=True))
-            if joined and self._last_dip:
-                self._publish(self._last_dip)
+            if joined and self.dip is not None and self.dip.last:
+                self._publish(self.dip.last)
         self._publish_dip()
 
-    # -- online DIP -----------------------------------------------------------------------------
-    def _to_dip(self, msg: object) -> None:
-        if self.dip is None:
-            return
-        if msg.stream_id != self.engine.stream_id:
-            return  # a series the engine refused (over budget), or frames without their start/1
-        if isinstance(msg, StartMsg):
-            self.dip.start_series(msg.stream_id, tuple(msg.frame_shape), msg.pixel_nm)
-        elif isinstance(msg, FrameMsg) and msg.stream_id == self.dip.stream_id:
-            self.dip.add_frame(msg.data, angle_deg=float(msg.angle_deg), t_s=float(msg.t_s), stream_id=msg.stream_id)
-
-    def _dip_ready(self, estimate: DipEstimate) -> None:
-        self._dip_out.append(estimate)  # (training thread) latest wins: at most two wait
-        self._wake.set()
-
     def _publish_dip(self) -> None:
-        """Publish waiting DIP estimates: one volume/1 per time (``source="dip"``) and dip metrics."""
-        while self._dip_out:
-            est = self._dip_out.popleft()
-            self.stats.dip_estimates += 1
-            out: list[object] = []
-            if est.stream_id != self.engine.stream_id:
-                continue  # an estimate of a series that has ended meanwhile
-            for t, vol in zip(est.times_s, est.volumes):
-                out.append(VolumeMsg(stream_id=est.stream_id, seq=self.engine.next_seq("volume"), t_s=float(t),
-                                     data=vol, source="dip", n_frames_used=est.n_frames, voxel_nm=est.pixel_nm))
-            out.append(MetricsMsg(stream_id=est.stream_id, seq=self.engine.next_seq("metrics"),
-                                  t_s=float(est.times_s[-1]), values=est.metrics()))
-            self._publish(out)
-            self._last_dip = out
+        if self.dip is not None:
+            for burst in self.dip.outputs():
+                self._publish(burst)
+            self.stats.dip_estimates = self.dip.published
 
     def run(
         self,
@@ -266,8 +173,7 @@ class ReconService:
                 if until_end and self._end_seen.is_set() and not self._inbox and not self.engine.refining:
                     self._publish(self.engine.step(force_volume=True))
                     if self.dip is not None:  # a last estimate from every frame of the series
-                        self.dip.stop()
-                        self.dip.flush()
+                        self.dip.finish()
                         self._publish_dip()
                     break
                 if idle_timeout_s is not None and time.monotonic() - last_activity > idle_timeout_s:

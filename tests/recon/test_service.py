@@ -144,6 +144,23 @@ def test_resume_from_recording(series, tmp_path):
     assert svc.engine.stream_id == "d" * 32 and svc.engine.estimator.n_frames_seen == 33
 
 
+def test_resume_gives_the_online_dip_every_recorded_frame(series, tmp_path):
+    """The streaming SIRT takes the last window; the DIP, a model of the whole series, takes all frames."""
+    from tiltstream.recon.dip.online import OnlineDipConfig
+
+    path = tmp_path / "rec.h5"
+    write_series(path, TiltSeries(frames=series.frames, angles_deg=series.angles_deg, times_s=series.times_s,
+                                  pixel_nm=series.pixel_nm, metadata={"stream_id": "e" * 32}))
+    with FrameSender(tcp_endpoint(0)) as tx:
+        svc = ReconService(tx.endpoint, None, CFG, resume_from=path, dip=OnlineDipConfig(device="cpu"))
+        svc.close()
+    assert svc.engine.estimator.window_size == 32
+    online = svc.dip.dip
+    assert online.stream_id == "e" * 32
+    online.work(steps=1)  # takes the queued frames in
+    assert online.n_frames == 48
+
+
 def test_ten_thousand_frames_into_recorder_and_recon_lose_none(tmp_path):
     import subprocess
     import sys
