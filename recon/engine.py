@@ -39,8 +39,13 @@ class EngineConfig:
         small sparse products: one thread is about as fast and does not collapse when the machine
         is shared (several OpenMP pools spinning on two cores slow every update tenfold). None:
         leave torch's setting.
-    idle_refine_steps : while no frames arrive, keep refining the estimate for up to this many
-        updates after the last frame (frames arriving in a burst still converge).
+    update_budget_s : after folding in new frames, keep running ordered-subset steps while the
+        update stays within this many seconds (at least ``streaming.steps_per_update`` steps, at
+        most one sweep over the window); None: exactly ``steps_per_update``.
+    idle_refine_sweeps : while no frames arrive, keep refining the estimate, one step per loop, for
+        up to this many sweeps over the window after the last frame (a step's cost is bounded, so a
+        frame arriving meanwhile waits little; frames arriving in a burst still converge).
+    idle_refine_steps : the same as a number of steps; overrides ``idle_refine_sweeps`` when set.
     align : correct each frame's drift before it is folded in (:mod:`tiltstream.recon.align.live`);
         the shift removed from the latest frame is published as ``align_dy_px``/``align_du_px``.
     align_params : live-alignment settings (None: defaults).
@@ -55,7 +60,9 @@ class EngineConfig:
     device: str = "auto"
     volume_period_s: float = 1.0
     volume_max_edge: int = 128
-    idle_refine_steps: int = 40
+    update_budget_s: float | None = 0.03
+    idle_refine_sweeps: float = 8.0
+    idle_refine_steps: int | None = None
     cpu_threads: int | None = 1
     align: bool = False
     align_params: object | None = None  # a tiltstream.recon.align.LiveAlignParams
@@ -182,12 +189,35 @@ class ReconEngine:
             self._last_t_s = float(msg.t_s)
             self._last_seq = int(msg.seq)
         self._pending.clear()
-        self._refine_left = self.config.idle_refine_steps if arrived else self._refine_left
+        self._refine_left = self._idle_steps() if arrived else self._refine_left
         t0 = self.clock()
-        residual = est.update() if arrived else est.last_residual
+        residual = self._update(t0) if arrived else est.last_residual
         done = self.clock()
         self.latencies_s.extend(done - t for t in arrived)
         return self._outputs(residual, done - t0, force_volume)
+
+    def _sweep_steps(self) -> int:
+        """Ordered-subset steps that visit every frame of the window once."""
+        return -(-self.estimator.window_size // self.config.streaming.subset_size)
+
+    def _idle_steps(self) -> int:
+        cfg = self.config
+        if cfg.idle_refine_steps is not None:
+            return cfg.idle_refine_steps
+        return math.ceil(cfg.idle_refine_sweeps * self._sweep_steps())
+
+    def _update(self, t0: float) -> float:
+        """``steps_per_update`` steps, then more while they fit ``update_budget_s`` (at most one sweep)."""
+        est, budget = self.estimator, self.config.update_budget_s
+        residual = est.update()
+        steps = self.config.streaming.steps_per_update
+        while budget is not None and steps < self._sweep_steps():
+            spent = self.clock() - t0
+            if spent + spent / steps > budget:  # the next step would overrun the budget
+                break
+            residual = est.update(steps=1)
+            steps += 1
+        return residual
 
     def _aligned(self, msg: FrameMsg) -> np.ndarray:
         """The frame with its drift removed (frames the estimator will reject pass through as they are)."""
@@ -211,7 +241,9 @@ class ReconEngine:
     def _outputs(self, residual: float, update_s: float, force_volume: bool) -> list[object]:
         est = self.estimator
         vol = est.volume()
-        common = dict(stream_id=self.stream_id, t_s=self._last_t_s if math.isfinite(self._last_t_s) else 0.0)
+        # the estimate shows the particle at its window's mean time, not at the newest frame's
+        t_est = est.time_s if math.isfinite(est.time_s) else self._last_t_s
+        common = dict(stream_id=self.stream_id, t_s=t_est if math.isfinite(t_est) else 0.0)
         nz, ny, nx = vol.shape
         index = (nz // 2, ny // 2, nx // 2)
         out: list[object] = [
@@ -239,9 +271,15 @@ class ReconEngine:
             "rejected_total": float(sum(self.wire_rejects.values()) + sum(self.rejected.values())),
             **{f"rejected.{k}": float(v) for k, v in (self.wire_rejects | dict(self.rejected)).items()},
         }
+        if est.last_prediction is not None:
+            values.update(sirt_predict_nrmse=est.last_prediction.nrmse, change_sigma=est.last_prediction.change_sigma)
         if self._last_shift is not None:
             values.update(align_dy_px=self._last_shift.dy, align_du_px=self._last_shift.du,
                           align_quality=self._last_shift.quality)
-        out.append(MetricsMsg(**common, seq=self.next_seq("metrics"),
+        # metrics are about the newest frame and update: at the newest frame's time (the change trace
+        # rises when that frame shows a change), with the time the estimate shows beside
+        values["estimate_t_s"] = common["t_s"]
+        out.append(MetricsMsg(stream_id=self.stream_id, t_s=self._last_t_s if math.isfinite(self._last_t_s) else 0.0,
+                              seq=self.next_seq("metrics"),
                               values={k: v for k, v in values.items() if math.isfinite(v)}))
         return out

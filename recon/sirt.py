@@ -135,6 +135,7 @@ def sirt(
     callbacks: Iterable[Callable[[SirtState], bool | None]] = (),
     weights: tuple[torch.Tensor, torch.Tensor] | None = None,
     subsets: Sequence[Any] | None = None,
+    relaxation: float = 1.0,
 ) -> Any:
     """Reconstruct a (Z, Y, X) volume from projections ``y`` (N, Y, U).
 
@@ -150,9 +151,12 @@ def sirt(
     weights : precomputed :func:`sirt_weights` (reuse them across calls with the same operator).
     subsets : ordered subsets (index arrays into the frames): each iteration runs one
         :func:`sirt_step` per subset, in this order, through ``A[subset]`` (OS-SIRT).
+    relaxation : λ, 0 < λ < 2 (scales every step).
     """
     if num_iterations < 0:
         raise ValueError(f"num_iterations: expected ≥ 0, got {num_iterations}")
+    if not 0.0 < relaxation < 2.0:
+        raise ValueError(f"relaxation: expected 0 < λ < 2, got {relaxation}")
     if subsets is not None and weights is not None:
         raise ValueError("weights: precomputed weights are for the whole operator, not for subsets")
     is_numpy = not isinstance(y, torch.Tensor)
@@ -168,15 +172,15 @@ def sirt(
         x = x * mask
     if subsets is None:
         if weights is not None:
-            steps = [(Block(A, A.to_flat_proj(yt), weights[0]), weights[1])]
+            steps = [(Block(A, A.to_flat_proj(yt), weights[0]), weights[1] * relaxation)]
         else:
             block = Block.of(A, yt)
-            steps = [(block, inverse(block.column_sums()))]
+            steps = [(block, inverse(block.column_sums(), scale=relaxation))]
     else:
         steps = []
         for idx in _subset_indices(subsets, A.range_shape[0]):
             block = Block.of(A[idx], yt[torch.as_tensor(idx, device=yt.device)])
-            steps.append((block, inverse(block.column_sums())))
+            steps.append((block, inverse(block.column_sums(), scale=relaxation)))
     if mask is not None:
         steps = [(block, C * mask) for block, C in steps]
     callbacks = tuple(callbacks)

@@ -11,6 +11,12 @@ the cost per update stays fixed. Older frames can also be down-weighted by expon
 
 which is :func:`~.sirt.sirt_step` over the subset's blocks: with a window holding every frame and
 no forgetting, the updates are batch OS-SIRT (:func:`~.sirt.sirt` with ``subsets``) step for step.
+
+The estimate is a volume of the frames in the window, so it shows the particle at their (weighted)
+mean acquisition time, :attr:`StreamingSirt.time_s`, half a window before the newest frame: that is
+the time it is published and scored at. Before a new frame is folded in, it is compared with the
+estimate's projection at its angle (:class:`Prediction`): the SIRT's score on a frame it has not
+seen, and, in units of the frame's own noise level, how much the particle changed since.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from tiltstream.recon.projector import operator, resolve_device
 from tiltstream.recon.sirt import Block, inverse, sirt_step
 from tiltstream.stream.validation import FrameRejected, check_frame
 
-__all__ = ["StreamingParams", "StreamingSirt", "FrameRejected"]
+__all__ = ["StreamingParams", "StreamingSirt", "FrameRejected", "Prediction", "noise_sigma"]
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +49,9 @@ class StreamingParams:
     half_life_s : exponential forgetting; a frame this old weighs half (None: no forgetting).
     subset_size : frames per ordered-subset step.
     steps_per_update : ordered-subset steps run by each :meth:`StreamingSirt.update`.
-    relaxation : λ.
+    relaxation : λ. Above 1 the estimate converges in fewer steps when frames come back to back
+        (1.5 measured best over bursts and idle refinement: benchmarks/RESULTS.md, live SIRT); batch
+        SIRT keeps the classic 1.
     positivity : clip at zero after every step.
     """
 
@@ -52,7 +60,7 @@ class StreamingParams:
     half_life_s: float | None = None
     subset_size: int = 8
     steps_per_update: int = 1
-    relaxation: float = 1.0
+    relaxation: float = 1.5
     positivity: bool = True
 
     def __post_init__(self) -> None:
@@ -67,6 +75,34 @@ class StreamingParams:
                 raise ValueError(f"{name}: expected a positive number of seconds or None, got {v}")
         if not (0 < self.relaxation < 2):
             raise ValueError(f"relaxation: expected 0 < λ < 2, got {self.relaxation}")
+
+
+def noise_sigma(frame: np.ndarray) -> float:
+    """Robust noise level of a (Y, U) frame: the median absolute deviation of the differences of
+    neighbouring pixels along both axes, scaled to a Gaussian σ (1.4826 · MAD / √2). Edges of the
+    particle are a minority of pixel pairs and barely move the median. Pairs that are exactly equal
+    (an empty, noise-free background counted to zero) carry no noise and are left out; 0 for a
+    noise-free flat frame."""
+    a = np.asarray(frame, dtype=np.float32)
+    d = np.concatenate([np.diff(a, axis=0).ravel(), np.diff(a, axis=1).ravel()])
+    d = d[d != 0]
+    if d.size == 0:
+        return 0.0
+    return float(1.4826 / math.sqrt(2.0) * np.median(np.abs(d - np.median(d))))
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A new frame against the current estimate's projection at its angle, before it is folded in.
+
+    nrmse : ‖y − A x‖ / ‖y‖, the estimate's score on a frame it has not seen (comparable with the
+        DIP's held-out NRMSE).
+    change_sigma : rms(y − A x) / σ, σ the frame's own noise level (:func:`noise_sigma`): near the
+        model's baseline while nothing changes; it rises when the particle starts to transform.
+    """
+
+    nrmse: float
+    change_sigma: float
 
 
 @dataclass
@@ -111,6 +147,9 @@ class StreamingSirt:
         self._n_updates = 0
         self.n_frames_seen = 0
         self.last_residual = float("nan")
+        #: the newest frame against the estimate before it was folded in (None until the window holds
+        #: ``subset_size`` frames: before that the estimate predicts nothing)
+        self.last_prediction: Prediction | None = None
 
     @staticmethod
     def memory_needed(vol_shape: tuple[int, int, int], det_cols: int, params: StreamingParams | None = None) -> int:
@@ -127,9 +166,21 @@ class StreamingSirt:
         """Add one frame (Y, U) to the window. Raises :class:`FrameRejected` and changes nothing on bad input."""
         arr, angle_deg, t_s, _ = check_frame(frame, angle_deg=angle_deg, t_s=t_s, expected_shape=self.frame_shape)
         arr = arr.astype(np.float32, copy=False)
-        self._window.append(self._entry(arr, float(angle_deg), float(t_s), self.n_frames_seen if seq is None else seq))
+        entry = self._entry(arr, float(angle_deg), float(t_s), self.n_frames_seen if seq is None else seq)
+        self.last_prediction = self._predict(entry, arr) if len(self._window) >= self.params.subset_size else None
+        self._window.append(entry)
         self.n_frames_seen += 1
         self._trim()
+
+    @torch.no_grad()
+    def _predict(self, entry: _Entry, frame: np.ndarray) -> Prediction:
+        r = entry.block.y - entry.block.A.flat_forward(self._x)
+        r2 = float(torch.sum(r * r))
+        y2 = float(torch.sum(entry.block.y * entry.block.y))
+        sigma = noise_sigma(frame)
+        rms = math.sqrt(r2 / max(r.numel(), 1))
+        return Prediction(nrmse=math.sqrt(r2 / y2) if y2 > 0 else float("nan"),
+                          change_sigma=rms / sigma if sigma > 0 else float("nan"))
 
     def _entry(self, frame: np.ndarray, angle_deg: float, t_s: float, seq: int) -> _Entry:
         A = operator(self._vol, ProjectionGeometry([angle_deg], self.frame_shape, self.axis_offset_px),
@@ -211,6 +262,17 @@ class StreamingSirt:
         return tuple(e.seq for e in self._window)
 
     @property
+    def time_s(self) -> float:
+        """The time the estimate shows: the mean acquisition time of the window's frames, weighted as
+        the updates weigh them (forgetting); nan while empty."""
+        if not self._window:
+            return float("nan")
+        t = np.fromiter((e.t_s for e in self._window), dtype=np.float64, count=len(self._window))
+        hl = self.params.half_life_s
+        w = np.ones_like(t) if hl is None else 0.5 ** ((t[-1] - t) / hl)
+        return float(np.sum(w * t) / np.sum(w))
+
+    @property
     def window_times(self) -> tuple[float, float]:
         if not self._window:
             return (float("nan"), float("nan"))
@@ -223,6 +285,7 @@ class StreamingSirt:
         self.n_frames_seen = 0
         self._n_updates = 0
         self.last_residual = float("nan")
+        self.last_prediction = None
 
     def memory_bytes(self) -> int:
         """Bytes held by the estimate and the window (frames + projector blocks)."""

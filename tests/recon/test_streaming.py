@@ -64,15 +64,17 @@ def test_window_of_every_frame_without_forgetting_is_batch_os_sirt(rng):
     angles = rng.uniform(-70, 70, n)
     A = operator(volume_geometry(vol_shape), projection_geometry(angles, det_shape=(5, 13), axis_offset_px=0.4))
     frames = A(truth) + 0.05 * rng.standard_normal(A.range_shape).astype(np.float32)
-    est = StreamingSirt(vol_shape, StreamingParams(window_frames=n, subset_size=k), det_cols=13, axis_offset_px=0.4)
+    est = StreamingSirt(vol_shape, StreamingParams(window_frames=n, subset_size=k, relaxation=1.5), det_cols=13,
+                        axis_offset_px=0.4)
     for i in range(n):
         est.add_frame(frames[i], angles[i], float(i))
     est.update(steps=3 * n // k)
     # new frames first (newest first), then the least recently used: subsets of the newest k frames
     subsets = [np.arange(n - k * (m + 1), n - k * m) for m in range(n // k)]
-    batch = sirt(A, frames, 3, subsets=subsets)
+    batch = sirt(A, frames, 3, subsets=subsets, relaxation=1.5)
     np.testing.assert_allclose(est.volume(), batch, rtol=1e-4, atol=1e-5)
-    assert not np.allclose(sirt(A, frames, 3, subsets=subsets[::-1]), batch, atol=1e-3)  # the order matters
+    assert not np.allclose(sirt(A, frames, 3, subsets=subsets[::-1], relaxation=1.5), batch, atol=1e-3)  # order
+    assert not np.allclose(sirt(A, frames, 3, subsets=subsets), batch, atol=1e-3)  # and λ
 
 
 def test_forgetting_pulls_the_estimate_to_the_newest_frames(rng):
