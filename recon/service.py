@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -45,6 +46,9 @@ class ReconService:
     config : engine settings.
     resume_from : a recording of the current series to fold in before live frames.
     resend_period_s : while idle, re-publish the latest state this often.
+    dip : train the online DIP beside the streaming SIRT with these settings; None: no DIP.
+    observer : called (on the reconstruction thread; keep it cheap) with every message the service
+        takes and every one it publishes, e.g. :meth:`~.live_scores.LiveScores.observe`.
     """
 
     def __init__(
@@ -59,6 +63,7 @@ class ReconService:
         curve=None,
         pub_curve=None,
         dip: OnlineDipConfig | None = None,
+        observer: Callable[[object], None] | None = None,
     ):
         self.engine = ReconEngine(config)
         self.receiver = FrameReceiver(frames_endpoint, bind=bind, curve=curve, name="recon", require_start=True,
@@ -68,6 +73,7 @@ class ReconService:
         hwm = DEFAULT_VIEWER_HWM if dip is None else max(DEFAULT_VIEWER_HWM, dip.n_times + 3)
         self.publisher = Publisher(pub_endpoint, curve=pub_curve, sndhwm=hwm) if pub_endpoint else None
         self.resend_period_s = float(resend_period_s)
+        self.observer = observer
         self.stats = ServiceStats()
         self._inbox: deque[tuple[object, float]] = deque()
         self._wake = threading.Event()
@@ -103,7 +109,11 @@ class ReconService:
                 self._end_seen.set()
             self._wake.set()
 
-    def _publish(self, outputs: list[object]) -> None:
+    def _publish(self, outputs: list[object], *, again: bool = False) -> None:
+        """Send ``outputs``; ``again``: a re-send of messages published before (not observed twice)."""
+        if self.observer is not None and not again:
+            for m in outputs:
+                self.observer(m)
         if self.publisher is None or not outputs:
             return
         for m in outputs:
@@ -117,6 +127,8 @@ class ReconService:
             msg, t_recv = self._inbox.popleft()
             try:
                 self.engine.handle(msg, received_at=t_recv)
+                if self.observer is not None:
+                    self.observer(msg)
                 if self.dip is not None:
                     self.dip.take(msg)
             except (MemoryError, RuntimeError) as exc:  # never exit on a message
@@ -135,7 +147,7 @@ class ReconService:
             if (joined or idle) and self.engine.estimator is not None:
                 self._publish(self.engine.step(force_volume=True))
             if joined and self.dip is not None and self.dip.last:
-                self._publish(self.dip.last)
+                self._publish(self.dip.last, again=True)
         self._publish_dip()
 
     def _publish_dip(self) -> None:

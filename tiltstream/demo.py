@@ -2,9 +2,11 @@
 
 A simulated microscope publishes a dynamic phantom in (accelerated) real time; a recorder writes the
 lossless stream to an NXtomo recording and the reconstruction service updates a streaming SIRT on
-every frame and publishes it for monitors. When the series ends, the recording is reconstructed in
-4-D (moving-window SIRT) and both the live estimate and the 4-D result are scored against the
-simulator's ground truth.
+every frame and trains the online DIP beside it (``--no-dip``: SIRT only), publishing both for
+monitors. Every volume the service publishes is scored against the simulator's ground truth at the
+time it shows (:class:`~tiltstream.recon.live_scores.LiveScores`); when the series ends, the
+recording is reconstructed in 4-D (moving-window SIRT) and scored the same way. The summary holds
+all three: the live SIRT, the online DIP at the end of the acquisition, and the offline 4-D result.
 
 The monitor: with a display (and without ``--no-monitor``) the pyqtgraph monitor opens in its own
 process, subscribed to the service and to the simulator's frame stream, and stays open after the
@@ -12,9 +14,11 @@ demo has finished. Headless (no display, or ``QT_QPA_PLATFORM=offscreen``) the d
 as well and renders the same panels offscreen from a monitor model it fed during the run. Writes
 
     OUT_DIR/recording.h5    the recorded series (NXtomo)
-    OUT_DIR/result_4d.h5    volumes (T, Z, Y, X) and times_s
+    OUT_DIR/result_4d.h5    volumes (T, Z, Y, X) and times_s; the live run's traces (change, scores
+                            on unseen frames) in its ``live_traces`` attribute
     OUT_DIR/summary.json    what happened: frames, losses, latencies, errors against the truth
-    OUT_DIR/monitor.png     headless only: the monitor at the end of the live run
+    OUT_DIR/monitor.png     headless only: the monitor at the end of the live run (and
+                            monitor_dip.png, the same showing the DIP's estimate)
 """
 
 from __future__ import annotations
@@ -47,11 +51,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("--size", type=positive_int, default=64, help="volume edge in voxels (default 64)")
     s.add_argument("--frames", type=positive_int, default=240, help="frames in the series (default 240)")
     s.add_argument("--dose", type=float, default=3000.0, metavar="E_PER_A2", help="dose per frame (default 3000)")
-    s.add_argument("--speed", type=positive_float, default=40.0,
-                   help="× real time of the simulated microscope (default 40)")
+    s.add_argument("--speed", type=positive_float, default=20.0,
+                   help="× real time of the simulated microscope (default 20)")
     s.add_argument("--window", type=positive_int, default=60, metavar="N",
                    help="frames per time point, live and in 4-D (default 60)")
     s.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    s.add_argument("--no-dip", action="store_true", help="streaming SIRT only: no online DIP")
     s.add_argument("--pub", default="tcp://127.0.0.1:0", metavar="ENDPOINT",
                    help="where monitors can subscribe to the live estimate (default: a free port)")
     s.add_argument("--out-dir", type=Path, default=Path("out/demo"), help="output folder (default out/demo)")
@@ -173,10 +178,15 @@ class _Monitor:
         try:
             self.stop()  # re-raises what the receiver thread died of
             path = render_snapshot(self.model, self.out / "monitor.png")
+            dip_path = None
+            if self.model.dip_available:  # the same monitor switched to the DIP's estimate
+                self.model.set_source("dip")
+                dip_path = str(render_snapshot(self.model, self.out / "monitor_dip.png"))
         except Exception as exc:  # noqa: BLE001 - reported, see the docstring
             log.warning("monitor snapshot failed: %s: %s", type(exc).__name__, exc)
             return {"mode": "snapshot", "snapshot": None, "error": f"{type(exc).__name__}: {exc}"}
-        return {"mode": "snapshot", "snapshot": str(path), "status": self.model.status().summary()}
+        return {"mode": "snapshot", "snapshot": str(path), "snapshot_dip": dip_path,
+                "status": self.model.status().summary()}
 
 
 class _DemoKeys:
@@ -214,7 +224,9 @@ class _DemoKeys:
 
 def run_demo(args: argparse.Namespace) -> dict:
     from tiltstream.recon.batch import BatchParams, default_times, reconstruct_4d  # noqa: PLC0415
+    from tiltstream.recon.dip.online import OnlineDipConfig  # noqa: PLC0415
     from tiltstream.recon.engine import EngineConfig  # noqa: PLC0415
+    from tiltstream.recon.live_scores import LiveScores  # noqa: PLC0415
     from tiltstream.recon.scoring import nrmse, nrmse_over_time  # noqa: PLC0415
     from tiltstream.recon.service import ReconService  # noqa: PLC0415
     from tiltstream.recon.streaming import StreamingParams  # noqa: PLC0415
@@ -238,7 +250,10 @@ def run_demo(args: argparse.Namespace) -> dict:
     keys = _DemoKeys() if getattr(args, "curve", False) else None
     server_curve = None if keys is None else keys.server
     recorder = Recorder(tcp_endpoint(0), recording, bind=True, overwrite=True, curve=server_curve)
-    service = ReconService(tcp_endpoint(0), args.pub, config, bind=True, curve=server_curve, pub_curve=server_curve)
+    dip = None if getattr(args, "no_dip", False) else OnlineDipConfig(device=args.device)
+    scores = LiveScores()
+    service = ReconService(tcp_endpoint(0), args.pub, config, bind=True, curve=server_curve, pub_curve=server_curve,
+                           dip=dip, observer=scores.observe)
     if keys is not None:
         print(f"demo: CURVE on: every socket encrypted, keys in {keys.allowed.parent}", flush=True)
     print(f"demo: monitors can subscribe to {service.pub_endpoint}", flush=True)
@@ -279,6 +294,7 @@ def run_demo(args: argparse.Namespace) -> dict:
     finally:
         recorder.close()
         service.close()
+        scores.close()
         if keys is not None and (monitor is None or monitor.mode != "window"):
             keys.cleanup()  # a monitor window (own process) may still need them to reconnect
     live_volume = service.engine.estimator.volume()
@@ -293,7 +309,7 @@ def run_demo(args: argparse.Namespace) -> dict:
     volumes = reconstruct_4d(series.frames, series.angles_deg, series.times_s, times, params, device=args.device)
     write_result(result_path, volumes, times, overwrite=True,
                  attrs={"method": "sirt", "parameters": params.as_dict(), "input_path": str(recording),
-                        "voxel_nm": series.pixel_nm or float("nan")})
+                        "voxel_nm": series.pixel_nm or float("nan"), "live_traces": scores.trace_arrays()})
     truth = truth_from_recording(recording)
     truth_4d = nrmse_over_time(volumes, times, truth)
     t_end = float(series.times_s[-1])
@@ -306,7 +322,8 @@ def run_demo(args: argparse.Namespace) -> dict:
         "series_duration_s": t_end,
         "live_wall_s": round(t_live, 2),
         "live": svc_stats.summary(),
-        "live_final_nrmse": nrmse(live_volume, truth(t_end)),
+        "live_final_nrmse": nrmse(live_volume, truth(service.engine.estimator.time_s)),
+        **scores.summary(),
         "result_4d": {"path": str(result_path), "times_s": [round(float(t), 2) for t in times],
                       "nrmse": [round(e, 4) for e in truth_4d], "mean_nrmse": float(np.mean(truth_4d))},
         "recording": str(recording),
@@ -327,6 +344,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"demo: live streaming SIRT: update {live['update_ms_p50']:.1f} ms (median), latency p50 "
           f"{live['latency_ms_p50']:.0f} ms / p99 {live['latency_ms_p99']:.0f} ms; final NRMSE vs truth "
           f"{s['live_final_nrmse']:.3f}")
+    sirt, dip = s.get("live_sirt"), s.get("online_dip")
+    if sirt:
+        print(f"demo: live SIRT, {sirt['volumes_scored']} published volumes scored at their own times: mean NRMSE "
+              f"{sirt['mean_nrmse']:.3f}, last {sirt['last_nrmse']:.3f}")
+    if dip:
+        beat = dip["beats_live_sirt_wall_s"]
+        print(f"demo: online DIP, {dip['estimates_scored']} estimates: first after {dip['first_estimate_wall_s']:.0f} s "
+              f"(NRMSE {dip['first_estimate_nrmse']:.3f}), "
+              + ("never better than the live SIRT" if beat is None else f"better than the live SIRT from {beat:.0f} s")
+              + f", at the end of the acquisition {dip['at_end_nrmse']:.3f}")
     r = s["result_4d"]
     print(f"demo: 4-D moving-window SIRT at {len(r['times_s'])} times, mean NRMSE vs truth {r['mean_nrmse']:.3f} "
           f"-> {r['path']}")

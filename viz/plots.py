@@ -114,14 +114,17 @@ class CoveragePanel(pg.GraphicsLayoutWidget):
 
 
 class TracesPanel(pg.GraphicsLayoutWidget):
-    """Residual/loss, temperature and dose against stream time, with a marker at the shown time.
+    """Residual/loss, change (each new frame against the model, in noise units: it rises when the
+    particle starts to transform), temperature and dose against stream time, with a marker at the
+    shown time.
 
     The DIP's held-out scores (group ``"dip"``) share the loss plot's time axis but
     get their own y axis on the right, in the DIP's colour, shown once the stream carries them: they
     are on another scale than the SIRT residual, and a shared axis would flatten one or the other.
     """
 
-    _GROUPS = (("loss", "Residual / loss"), ("temperature", "Temperature (°C)"), ("dose", "Dose (e⁻/Å²)"))
+    _GROUPS = (("loss", "Residual / loss"), ("change", "Change (new frame vs model, σ)"),
+               ("temperature", "Temperature (°C)"), ("dose", "Dose (e⁻/Å²)"))
     _PENS = ("#4fb3ff", "#ffb000", "#3ecf6b", "#e056fd", "#ff7979")
 
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:

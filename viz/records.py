@@ -22,6 +22,8 @@ __all__ = ["TRACE_LABELS", "LOSS_WORDS", "SOURCES", "trace_group", "ModelConfig"
 #: counters, not scores.
 TRACE_LABELS: dict[str, tuple[str, str]] = {
     "sirt_residual": ("loss", "SIRT residual"),
+    "sirt_predict_nrmse": ("loss", "SIRT next-frame NRMSE"),
+    "change_sigma": ("change", "new frame vs model (σ)"),
     "dip_heldout_nrmse": ("dip", "DIP held-out NRMSE"),
     "temperature_C": ("temperature", "temperature (°C)"),
     "dose_e_per_A2": ("dose", "dose (e⁻/Å²)"),
@@ -35,7 +37,8 @@ SOURCES = ("sirt", "dip")
 
 
 def trace_group(name: str) -> str | None:
-    """The plot group of metric ``name`` (``"loss"``, ``"dip"``, ``"temperature"``, ``"dose"``), or None."""
+    """The plot group of metric ``name`` (``"loss"``, ``"dip"``, ``"change"``, ``"temperature"``,
+    ``"dose"``), or None."""
     if name in TRACE_LABELS:
         return TRACE_LABELS[name][0]
     low = name.lower()

@@ -35,8 +35,17 @@ def test_demo_runs_headless_loses_nothing_and_snapshots_the_monitor(tmp_path, ca
     assert summary["live"]["messages_rejected"] == 0
     assert summary["live_final_nrmse"] < 0.6
     assert 0 < summary["result_4d"]["mean_nrmse"] < 0.5
+    # both live methods scored against the truth at their volumes' own times (tests/recon/test_live_scores.py)
+    sirt, dip = summary["live_sirt"], summary["online_dip"]
+    assert sirt["volumes_scored"] >= 2 and 0 < sirt["last_nrmse"] < 0.6 and sirt["mean_nrmse"] <= 1.0
+    assert dip["estimates_scored"] >= 1 and 0 < dip["at_end_nrmse"] < 1.0  # at least the end-of-series estimate
+    assert summary["live"]["dip_estimates"] == dip["estimates_scored"]
+    assert "online DIP" in text and "live SIRT" in text
     with h5py.File(out / "result_4d.h5", "r") as f:
         assert f["volumes"].shape[1:] == (16, 16, 16)
+        traces = json.loads(f.attrs["live_traces_json"])
+    assert len(traces["change_sigma"]["t_s"]) == len(traces["change_sigma"]["value"]) > 0
+    assert len(traces["dip_heldout_nrmse"]["value"]) >= 1
     assert (out / "recording.h5").exists()
     # the monitor's model followed the whole run and its panels were rendered offscreen
     monitor = summary["monitor"]
@@ -118,6 +127,11 @@ def test_display_detection(monkeypatch):
 def test_no_monitor_flag_parses():
     assert build_parser().parse_args([*TINY, "--no-monitor"]).no_monitor
     assert not build_parser().parse_args(TINY).no_monitor
+
+
+def test_demo_trains_the_dip_unless_told_not_to():
+    assert not build_parser().parse_args(TINY).no_dip
+    assert build_parser().parse_args([*TINY, "--no-dip"]).no_dip
 
 
 def test_free_tcp_endpoint_can_be_bound():
