@@ -158,6 +158,11 @@ class LiveScores:
                 return wall
         return None
 
+    def rows(self) -> list[dict[str, Any]]:
+        """Every score as a JSON-able row (error against wall time: the curves of a live run)."""
+        return [{"wall_s": round(s.wall_s, 3), "t_s": round(s.t_s, 3), "source": s.source, "estimate": s.estimate,
+                 "nrmse": round(s.nrmse, 5), "before_end": s.before_end} for s in self.scores]
+
     def trace_arrays(self) -> dict[str, dict[str, list[float]]]:
         """The traces as ``{name: {"t_s": [...], "value": [...]}}`` (JSON-able, for the 4-D result)."""
         return {k: {"t_s": [t for t, _ in v], "value": [x for _, x in v]} for k, v in self.traces.items() if v}

@@ -17,6 +17,7 @@ as well and renders the same panels offscreen from a monitor model it fed during
     OUT_DIR/result_4d.h5    volumes (T, Z, Y, X) and times_s; the live run's traces (change, scores
                             on unseen frames) in its ``live_traces`` attribute
     OUT_DIR/summary.json    what happened: frames, losses, latencies, errors against the truth
+    OUT_DIR/live_scores.json  every published volume's error against the truth, with its wall time
     OUT_DIR/monitor.png     headless only: the monitor at the end of the live run (and
                             monitor_dip.png, the same showing the DIP's estimate)
 """
@@ -331,6 +332,7 @@ def run_demo(args: argparse.Namespace) -> dict:
         "curve": keys is not None,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out / "live_scores.json").write_text(json.dumps(scores.rows()))
     return summary
 
 
