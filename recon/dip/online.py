@@ -44,8 +44,10 @@ log = logging.getLogger(__name__)
 
 def _online_params() -> DipParams:
     # a smaller generator than offline (it must keep up on a CPU beside the streaming SIRT) and no
-    # held-out split from the params: the online data hold out every k-th frame themselves
-    return DipParams(steps=10**9, mlp_width=128, decoder_width=48, batch_frames=8, lr=2e-3, lr_half_life=500.0,
+    # held-out split from the params: the online data hold out every k-th frame themselves. The
+    # offline schedule (lr 5e-3, half-life 2000 steps): the former online one (2e-3, 500) ended a
+    # real-time series 15 % worse against the truth (benchmarks/RESULTS.md, online DIP time to quality)
+    return DipParams(steps=10**9, mlp_width=128, decoder_width=48, batch_frames=8, lr=5e-3, lr_half_life=2000.0,
                      eval_every=10**9, heldout_fraction=0.0, ema_decay=0.98)
 
 
@@ -62,6 +64,9 @@ class OnlineDipConfig:
     recent_frames : half of each batch comes from the newest this-many training frames.
     lr_floor : the learning rate decays with ``params.lr_half_life`` but not below this share.
     publish_period_s : least wall time between two published estimates.
+    first_publish_steps : no estimate is published before this many training steps (an untrained
+        generator's volume is noise, not news for the operator); the end-of-series estimate
+        (:meth:`OnlineDip.flush`) is published regardless.
     n_times : volumes per estimate, spread evenly over the series so far (the last at its end).
     horizon_s : initial time span the model covers (widened ×2 when outgrown); None: twice the
         span of the first ``min_frames`` frames.
@@ -78,6 +83,7 @@ class OnlineDipConfig:
     recent_frames: int = 32
     lr_floor: float = 0.2
     publish_period_s: float = 10.0
+    first_publish_steps: int = 50
     n_times: int = 6
     horizon_s: float | None = None
     max_frames: int = 20_000
@@ -87,6 +93,8 @@ class OnlineDipConfig:
     def __post_init__(self) -> None:
         if self.params.frame_shifts:
             raise ValueError("params.frame_shifts: not supported online (the frame count grows)")
+        if self.first_publish_steps < 0:
+            raise ValueError(f"first_publish_steps: expected ≥ 0, got {self.first_publish_steps}")
         for name in ("min_frames", "heldout_every", "recent_frames", "n_times", "max_frames"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected ≥ 1, got {getattr(self, name)}")
@@ -402,7 +410,8 @@ class OnlineDip:
             if not math.isfinite(loss):
                 raise FloatingPointError(f"online DIP loss became {loss} at step {tr.step}")
             tr.last_loss = loss if not math.isfinite(tr.last_loss) else 0.9 * tr.last_loss + 0.1 * loss
-        if time.monotonic() - self._last_publish >= self.config.publish_period_s:
+        due = time.monotonic() - self._last_publish >= self.config.publish_period_s
+        if due and tr.step >= self.config.first_publish_steps:
             self.publish()
         return True
 
