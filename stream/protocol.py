@@ -48,10 +48,6 @@ import msgpack
 import numpy as np
 
 from tiltstream.stream.messages import (
-    _ARRAYS,
-    _FIELD_KINDS,
-    _REQUIRED,
-    ALLOWED_DTYPES,
     DEFAULT_LIMITS,
     DEFAULT_UNITS,
     MESSAGE_TYPES,
@@ -65,10 +61,9 @@ from tiltstream.stream.messages import (
     SlicesMsg,
     StartMsg,
     VolumeMsg,
-    _fail,
     _frame_from_fields,
-    _show,
 )
+from tiltstream.stream.schema import _ARRAYS, _FIELD_KINDS, _REQUIRED, ALLOWED_DTYPES, _fail, _show
 from tiltstream.stream.tracking import (
     SEQ_REASONS,
     RejectCounter,

@@ -137,6 +137,7 @@ class Recorder:
     on_ack : called as ``on_ack(path, frames_in_file, seq)`` after each acknowledged frame.
     memory_budget : bytes the receiving queue may hold; a larger message part disconnects its sender
         (default :func:`~tiltstream.stream.budget.default_budget_bytes`).
+    clock : monotonic clock in seconds of the idle timeout (tests pass a fake).
 
     Raises
     ------
@@ -158,6 +159,7 @@ class Recorder:
         ack_every: int = 1,
         on_ack: Callable[[Path, int, int], None] | None = None,
         memory_budget: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.path = Path(path)
         if not self.path.parent.is_dir():
@@ -169,6 +171,7 @@ class Recorder:
         self.overwrite = overwrite
         self.ack_every = int(ack_every)
         self.on_ack = on_ack
+        self.clock = clock
         self.receiver = FrameReceiver(
             endpoint, bind=bind, rcvhwm=rcvhwm, context=context, curve=curve, limits=limits,
             name=f"recorder {endpoint}", require_start=True, memory_budget=memory_budget,
@@ -199,11 +202,11 @@ class Recorder:
         ----------
         stop_event : stop when set (checked every ``poll_ms`` milliseconds).
         max_frames : stop once this many frames were written by this recorder (all files).
-        idle_timeout_s : stop after this many seconds without an accepted message.
+        idle_timeout_s : stop after this many seconds (of :attr:`clock`) without an accepted message.
         until_end : stop after the first ``end/1`` that closes a file.
         poll_ms : longest wait for one message, milliseconds.
         """
-        last_activity = time.monotonic()
+        last_activity = self.clock()
         while True:
             if stop_event is not None and stop_event.is_set():
                 logger.info("recorder stopping: asked to")
@@ -213,7 +216,7 @@ class Recorder:
                 break
             wait_ms = poll_ms
             if idle_timeout_s is not None:
-                left = idle_timeout_s - (time.monotonic() - last_activity)
+                left = idle_timeout_s - (self.clock() - last_activity)
                 if left <= 0:
                     logger.info("recorder stopping: nothing received for %.1f s", idle_timeout_s)
                     break
@@ -221,7 +224,7 @@ class Recorder:
             msg = self.receiver.recv(timeout_ms=wait_ms)
             if msg is None:
                 continue
-            last_activity = time.monotonic()
+            last_activity = self.clock()
             closed = self.handle(msg)
             if until_end and closed:
                 logger.info("recorder stopping: series ended")

@@ -1,7 +1,7 @@
 """Header validation for the tiltstream wire protocol: field validators and whole-header checks.
 
 :func:`validate_header` checks a decoded header map against the schema tables of
-:mod:`tiltstream.stream.messages` and raises :class:`~tiltstream.stream.messages.ProtocolError`
+:mod:`tiltstream.stream.schema` and raises :class:`~tiltstream.stream.messages.ProtocolError`
 with a reason code for anything wrong; :func:`validate_frame_fast` accepts the common ``frame/1``
 header at a fraction of the cost (and defers everything else to :func:`validate_header`);
 :func:`check_finite_data` screens float array data. The codec (:mod:`tiltstream.stream.protocol`)
@@ -16,16 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from tiltstream.stream.messages import (
+from tiltstream.stream.messages import DEFAULT_LIMITS, MESSAGE_TYPES, Limits, ProtocolError
+from tiltstream.stream.schema import (
     _ARRAYS,
     _DTYPE_SPELLINGS,
     _FIELD_KINDS,
     _REQUIRED,
     ALLOWED_DTYPES,
-    DEFAULT_LIMITS,
-    MESSAGE_TYPES,
-    Limits,
-    ProtocolError,
     _fail,
     _key,
     _show,

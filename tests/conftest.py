@@ -45,6 +45,33 @@ def pytest_configure(config):
 _DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
+class VirtualClock:
+    """A monotonic clock that moves only while the code under test waits.
+
+    Pass it as the code's ``clock``. A :class:`~tiltstream.acquire.pacing.Pacer` waits with
+    ``stop_event.wait(remaining)``: pass the clock as its ``stop_event`` too, and that wait advances
+    the clock by ``remaining`` at once. Other waits advance it with :meth:`wait` themselves.
+    """
+
+    def __init__(self, start_s: float = 100.0) -> None:
+        self.now = start_s
+
+    def __call__(self) -> float:
+        return self.now
+
+    def is_set(self) -> bool:
+        return False
+
+    def wait(self, timeout: float) -> bool:
+        self.now += timeout
+        return False
+
+
+@pytest.fixture
+def virtual_clock() -> VirtualClock:
+    return VirtualClock()
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(20261122)

@@ -81,24 +81,31 @@ def test_max_speed_is_paced_by_a_blocking_sink(recording):
     path, _ = recording
     sink = MemorySink(maxsize=1, timeout_s=0.01)
     got: list = []
+    replayed = threading.Event()
 
-    def consumer() -> None:
+    def consumer() -> None:  # takes a message only once the replay found the sink full and waits
+        deadline = time.monotonic() + 60
         while not got or not isinstance(got[-1], EndMsg):
-            msg = sink.get(timeout_s=5.0)
+            while sink.refused <= len(got) and not replayed.is_set():
+                assert time.monotonic() < deadline, "the replay stopped sending"
+                time.sleep(0.002)
+            msg = sink.get(timeout_s=30.0)
             if msg is None:
                 return
             got.append(msg)
-            time.sleep(0.04)
 
     worker = threading.Thread(target=consumer)
     worker.start()
-    t0 = time.monotonic()
-    replay(path, sink, speed="max")
-    took = time.monotonic() - t0
-    worker.join(timeout=5)
+    stats = replay(path, sink, speed="max")
+    replayed.set()
+    worker.join(timeout=30)
+    assert not worker.is_alive()
+    # every frame waited for the consumer to make room (a refused send is retried, not dropped) ...
+    assert sink.refused >= N
+    # ... and arrived, in order: as fast as the consumer, never faster
     assert [m.seq for m in got if isinstance(m, FrameMsg)] == list(range(N))
-    assert took >= 0.04 * (N - 1)  # as fast as the consumer, not faster
-    assert sink.refused > 0
+    assert isinstance(got[-1], EndMsg) and got[-1].reason == "complete"
+    assert stats.n_frames == N and not stats.stopped
 
 
 def test_stop_event_stops_a_replay(recording):

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import zmq
 
-from tiltstream.stream import messages as schema
+from tiltstream.stream import messages, schema
 from tiltstream.stream.protocol import (
     ALLOWED_DTYPES,
     DEFAULT_LIMITS,
@@ -152,11 +152,11 @@ ARRAY_FIELDS = {"frame": ["data"], "volume": ["data"], "slices": ["xy", "xz", "y
 
 
 def test_makers_cover_every_message_type() -> None:
-    assert set(MAKERS) == set(schema.MESSAGE_TYPES)
+    assert set(MAKERS) == set(messages.MESSAGE_TYPES)
 
 
 def test_schema_covers_every_dataclass_field() -> None:
-    for name, versions in schema.MESSAGE_TYPES.items():
+    for name, versions in messages.MESSAGE_TYPES.items():
         for cls in versions.values():
             header_fields = set(schema._FIELD_KINDS[name])
             array_fields = {a[0] for a in schema._ARRAYS[name]}
@@ -199,7 +199,7 @@ def test_start_defaults_and_dtype_spelling_round_trip(rng: np.random.Generator) 
     assert msg.dtype == "<f4" and msg.frame_shape == (13, 17)
     out = unpack(pack(msg))
     assert out == msg
-    assert out.units == schema.DEFAULT_UNITS and out.experiment == {}
+    assert out.units == messages.DEFAULT_UNITS and out.experiment == {}
     assert out.pixel_nm is None and out.tilt_range_deg is None
 
 
@@ -937,7 +937,7 @@ def test_frame_from_fields_equals_the_constructor(rng: np.random.Generator) -> N
         msg = make_frame(rng, full=full)
         values = {f.name: getattr(msg, f.name) for f in dataclasses.fields(msg)}
         required = {k: v for k, v in values.items() if v is not None}
-        built = schema._frame_from_fields(required)
+        built = messages._frame_from_fields(required)
         assert built == msg and repr(built) == repr(msg)
         assert all(hasattr(built, f.name) for f in dataclasses.fields(FrameMsg))
         with pytest.raises(dataclasses.FrozenInstanceError):

@@ -111,15 +111,17 @@ def test_bind_outside_loopback_without_curve_is_logged(caplog: pytest.LogCapture
     assert any("without CURVE" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.timeout(60)  # the guard against hanging: these waits are 50 ms
 def test_waits_return_none_or_false_instead_of_hanging(endpoint: str) -> None:
     with FrameSender(endpoint, timeout_ms=50) as tx:  # bound, nobody connected: nowhere to go
         t = time.monotonic()
         assert tx.send(frame(0)) is False
-        assert 0.04 <= time.monotonic() - t < 1.0 and tx.timeouts == 1 and tx.sent == 0
+        assert time.monotonic() - t >= 0.04  # it waited its timeout first
+        assert tx.timeouts == 1 and tx.sent == 0
         with FrameReceiver(tx.endpoint) as rx:
             t = time.monotonic()
             assert rx.recv(timeout_ms=50) is None
-            assert 0.04 <= time.monotonic() - t < 1.0
+            assert time.monotonic() - t >= 0.04
     with Publisher(tcp_endpoint(0)) as pub, Subscriber(pub.endpoint) as sub:
         assert sub.recv_latest(timeout_ms=30) is None
         assert sub.recv_latest_by_type(timeout_ms=0) == {}
@@ -302,23 +304,21 @@ def test_gap_lines_are_rate_limited_only_where_asked() -> None:
         logger.removeHandler(handler)
 
 
+@pytest.mark.timeout(60)  # far longer than the test, far shorter than the 10-minute waits it allows
 def test_receive_and_send_timeouts_follow_each_call(endpoint: str) -> None:
     with FrameSender(endpoint, sndhwm=1, timeout_ms=2000) as tx, FrameReceiver(tx.endpoint, rcvhwm=1) as rx:
         assert tx.send(frame(0))
-        assert rx.recv(timeout_ms=0) is not None or rx.recv(timeout_ms=2000) is not None
-        t = time.monotonic()
-        assert rx.recv(timeout_ms=0) is None  # nothing queued: returns at once
-        assert time.monotonic() - t < 0.05
+        assert rx.recv(timeout_ms=600_000) is not None  # a long wait, ended by the message
+        assert rx.recv(timeout_ms=0) is None  # nothing queued: returns at once, not in 10 minutes
         t = time.monotonic()
         assert rx.recv(timeout_ms=150) is None  # the next call waits its own time
-        assert 0.14 <= time.monotonic() - t < 1.0
-        sent = 1
-        while tx.send(frame(sent), timeout_ms=50):  # fill both queues until a send times out
+        assert time.monotonic() - t >= 0.14
+        assert tx.send(frame(1), timeout_ms=600_000)  # room: queued without waiting
+        sent = 2
+        while tx.send(frame(sent), timeout_ms=0):  # until both queues are full: then it gives up at once
             sent += 1
             assert sent < 1000
-        t = time.monotonic()
-        assert not tx.send(frame(sent), timeout_ms=0)  # full: gives up at once
-        assert time.monotonic() - t < 0.05 and tx.timeouts == 2
+        assert tx.timeouts == 1
         assert [m.seq for m in recv_all(rx, sent - 1)] == list(range(1, sent))
         assert tx.send(frame(sent))  # default timeout again: room now
 
@@ -355,13 +355,12 @@ def test_backpressure_times_out_visibly_and_retry_completes(caplog: pytest.LogCa
         slow = FrameReceiver(fan.endpoints["slow"], rcvhwm=1)
         with fast, slow:
             sent = 0
-            t = time.monotonic()
             while True:  # "slow" never reads: its queue fills and sends start to time out
                 msg = frame(sent, shape=(4, 3))
                 if not fan.send(msg):
                     break
                 sent += 1
-                assert time.monotonic() - t < 10
+                assert sent < 1000
             assert sent == 2  # inproc: one message queued at each end of the pipe
             assert fan.senders["slow"].timeouts == 1 and fan.senders["fast"].timeouts == 0
             assert any("send timed out" in r.getMessage() for r in caplog.records)
@@ -379,30 +378,27 @@ def test_backpressure_times_out_visibly_and_retry_completes(caplog: pytest.LogCa
 # Viewer path.
 
 
-def publish(pub: Publisher, n: int, shape: tuple[int, int]) -> float:
+def publish(pub: Publisher, n: int, shape: tuple[int, int]) -> None:
     data = np.ones(shape, dtype=np.float32)
-    t = time.perf_counter()
     for i in range(n):
         pub.send(FrameMsg(seq=i, stream_id="v", angle_deg=(0.1 * i) % 140 - 70, t_s=0.01 * i, exposure_s=0.01, data=data))
-    return time.perf_counter() - t
 
 
+@pytest.mark.timeout(90)  # a publisher that waited for the stalled viewer would never finish its burst
 def test_stalled_viewer_does_not_slow_the_publisher() -> None:
     n, shape = 3000, (64, 64)  # 16 KiB frames, 48 MiB in all: far more than the OS buffers
-    with Publisher(tcp_endpoint(0)) as pub:
-        publish(pub, 200, shape)  # warm up
-        alone = publish(pub, n, shape)
     with Publisher(tcp_endpoint(0)) as pub, Subscriber(pub.endpoint) as viewer, \
             Subscriber(pub.endpoint, rcvhwm=n + 10) as healthy:
         deadline = time.monotonic() + 5
         while pub.poll_subscriptions() >= 0 and pub.new_subscribers < 2:
             assert time.monotonic() < deadline, "subscriptions did not arrive"
             time.sleep(0.01)
-        got_healthy = []
-        stalled = publish(pub, n, shape)
-        assert stalled < 3 * alone + 0.5, f"{stalled:.3f} s with a stalled viewer, {alone:.3f} s alone"
-        while (m := healthy.recv_latest(timeout_ms=200)) is not None:
-            got_healthy.append(m.seq)
+        got_healthy: list[int] = []
+        publish(pub, n, shape)  # the viewer reads nothing meanwhile
+        deadline = time.monotonic() + 10  # generous: on a loaded machine delivery pauses now and then
+        while (not got_healthy or got_healthy[-1] <= 0.9 * n) and time.monotonic() < deadline:
+            if (m := healthy.recv_latest(timeout_ms=200)) is not None:
+                got_healthy.append(m.seq)
         assert got_healthy and got_healthy[-1] > 0.9 * n  # it kept receiving through the burst
         # while the stalled viewer still sits on a full queue, new messages reach the healthy one
         probe, deadline = n, time.monotonic() + 5
