@@ -41,21 +41,40 @@ def run(args: argparse.Namespace) -> str:
         from tiltstream.stream.zarr_results import require_zarr  # noqa: PLC0415
 
         require_zarr()
+    if getattr(args, "scheduler", None):
+        if args.method == "dip":
+            raise ValueError("--scheduler: runs fbp and sirt in slabs; the DIP trains on several processes "
+                             "with --nproc N (or torchrun)")
+        from tiltstream.recon.dask_batch import parse_scheduler, require_distributed  # noqa: PLC0415
+
+        parse_scheduler(args.scheduler)
+        require_distributed()
     if getattr(args, "align", False):
         series = _aligned_series(args)
     else:
         series = read_series(args.input, tilt_axis_angle_deg=args.tilt_axis_angle)
     if args.method == "dip":
         return _run_dip(args, series)
+    if getattr(args, "nproc", None):
+        raise ValueError(f"--nproc: trains the DIP on several processes (--method dip), not {args.method}; "
+                         "use --scheduler for slab-parallel fbp/sirt")
     params = _params(args)
     times = np.asarray(args.times if args.times else default_times(series.times_s, params.window), dtype=np.float64)
+    if getattr(args, "scheduler", None):
+        return _run_slabs(args, series, params, times)
     t0 = time.perf_counter()
     with tqdm(total=len(times), desc=f"{params.method} {series.n_frames} frames", unit="vol",
               disable=None) as bar:
         volumes = reconstruct_4d(series.frames, series.angles_deg, series.times_s, times, params,
                                  device=args.device, progress=bar.update)
     wall = time.perf_counter() - t0
-    attrs = {
+    write_result(args.out, volumes, times, attrs=_attrs(args, series, params, wall), overwrite=True)
+    return (f"wrote {len(times)} volume(s) {volumes.shape[1:]} at t = "
+            f"{', '.join(f'{t:.1f}' for t in times)} s to {args.out} ({wall:.1f} s)")
+
+
+def _attrs(args: argparse.Namespace, series, params: BatchParams, wall: float | None) -> dict:
+    return {
         "method": params.method,
         "parameters": params.as_dict(),
         "input_path": str(args.input),
@@ -65,9 +84,29 @@ def run(args: argparse.Namespace) -> str:
         "tilt_axis_angle_deg": series.metadata.get("tilt_axis_angle_deg", 0.0),
         "alignment": series.metadata.get("alignment"),
     }
-    write_result(args.out, volumes, times, attrs=attrs, overwrite=True)
-    return (f"wrote {len(times)} volume(s) {volumes.shape[1:]} at t = "
-            f"{', '.join(f'{t:.1f}' for t in times)} s to {args.out} ({wall:.1f} s)")
+
+
+def _run_slabs(args: argparse.Namespace, series, params: BatchParams, times: np.ndarray) -> str:
+    """``--scheduler``: Y-slabs reconstructed on a dask cluster, written into the result as they arrive."""
+    from tiltstream.recon.dask_batch import dask_client, default_slab_rows, reconstruct_slabs  # noqa: PLC0415
+    from tiltstream.stream.results import open_result_writer  # noqa: PLC0415
+
+    n, ny, nu = series.frames.shape
+    shape = (params.vol_z or nu, ny, nu)
+    t0 = time.perf_counter()
+    with dask_client(args.scheduler) as client:
+        rows = args.slab_rows or default_slab_rows(client, ny)
+        attrs = _attrs(args, series, params, None) | {"scheduler": args.scheduler, "slab_rows": rows}
+        with open_result_writer(args.out, shape, times, attrs=attrs, overwrite=True, chunk_rows=rows) as writer, \
+                tqdm(total=ny, desc=f"{params.method} {n} frames in slabs of {rows}", unit="row",
+                     disable=None) as bar:
+            slabs = reconstruct_slabs(client, series.frames, series.angles_deg, series.times_s, times, params,
+                                      write=lambda slab, block: writer.write_rows(slab.y0, block),
+                                      device=args.device, slab_rows=rows, progress=bar.update)
+            wall = time.perf_counter() - t0
+            writer.update_provenance({"wall_time_s": wall})
+    return (f"wrote {len(times)} volume(s) {shape} at t = {', '.join(f'{t:.1f}' for t in times)} s to "
+            f"{args.out} in {len(slabs)} slab(s) on {args.scheduler} ({wall:.1f} s)")
 
 
 def _aligned_series(args: argparse.Namespace):
