@@ -128,8 +128,9 @@ def dask_client(spec: str, *, timeout_s: float = 5.0) -> Iterator[Any]:
         # mismatched versions are reported by _check_cluster in one line, not as dask's table
         warnings.simplefilter("ignore", distributed.versions.VersionMismatchWarning)
         if isinstance(target, int):
+            # dashboard (and dask's HTTP endpoints) on a free port: never a clash with another cluster
             cluster = distributed.LocalCluster(n_workers=target, threads_per_worker=1, processes=True,
-                                               dashboard_address=None, silence_logs=logging.ERROR)
+                                               dashboard_address=":0", silence_logs=logging.ERROR)
             client = distributed.Client(cluster)
             address = f"local:{target}"
         else:
@@ -142,7 +143,8 @@ def dask_client(spec: str, *, timeout_s: float = 5.0) -> Iterator[Any]:
                                      "start one with 'dask scheduler'") from None
     try:
         _check_cluster(client, address, timeout_s=timeout_s)
-        log.info("dask cluster %s: %d worker(s)", address, len(client.scheduler_info()["workers"]))
+        log.info("dask cluster %s: %d worker(s); dashboard %s", address, len(client.scheduler_info()["workers"]),
+                 client.dashboard_link)
         yield client
     finally:
         with _quiet_dask():  # a closing LocalCluster logs every closed connection
@@ -206,6 +208,9 @@ def reconstruct_slabs(
     angles = np.asarray(angles_deg, dtype=np.float64)
     times = np.asarray(times_s, dtype=np.float64)
     query = np.asarray(query_times_s, dtype=np.float64)
+    if angles.shape != (frames.shape[0],) or times.shape != (frames.shape[0],):
+        raise ValueError(f"expected one angle and one time per frame ({frames.shape[0]}), "
+                         f"got {angles.size} and {times.size}")
     ny = frames.shape[1]
     slabs = plan_slabs(ny, slab_rows or default_slab_rows(client, ny))
     run = uuid.uuid4().hex[:8]
