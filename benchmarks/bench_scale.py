@@ -10,8 +10,8 @@ positive frames, since timing does not depend on the content) it measures, in on
   :func:`reconstruct_slabs`, written slab by slab into an HDF5 result as the CLI does; wall time from
   submit to the last slab on disk, peak RSS of every worker (``ru_maxrss``) and its RSS when idle
   (torch imported), and the max relative difference to the reference;
-* the cost of one slab as ``a + b·rows`` from slabs of 8 and 32 rows on one thread: ``a`` is the
-  per-slab set-up (the sparse operator, independent of the rows), ``b`` the cost per detector row.
+* on one thread: ``a``, building the sparse projector (independent of the rows: each worker builds
+  it once per run and shares it among its slabs), and ``b``, the SIRT cost per detector row.
 
 It ends with the inputs of the 1024³ × 300-frame, 8-GPU model in RESULTS.md.
 """
@@ -90,22 +90,20 @@ def on_cluster(n_workers: int, series, params, slab_rows: int, ref: np.ndarray, 
     }
 
 
-def slab_cost(series, params, rows=(8, 32)) -> tuple[float, float]:
-    """(a, b): one slab costs a + b·rows seconds on one thread (median of 2 each)."""
-    from tiltstream.recon.batch import reconstruct_4d
-    from tiltstream.recon.slabs import Slab, slab_frames
+def slab_cost(series, params, rows: int = 32) -> tuple[float, float]:
+    """(a, b) on one thread: a = building the projector (once per worker and run: it does not depend on
+    the rows), b = SIRT seconds per detector row (a ``rows``-row slab, operator built beforehand)."""
+    from tiltstream.recon.geometry import ProjectionGeometry, VolumeGeometry
+    from tiltstream.recon.projector import operator
+    from tiltstream.recon.sirt import sirt
 
-    times = []
-    for r in rows:
-        part = slab_frames(series[0], Slab(0, 0, r))
-        runs = []
-        for _ in range(2):
-            t0 = time.perf_counter()
-            reconstruct_4d(part, series[1], series[2], [0.0], params, device="cpu")
-            runs.append(time.perf_counter() - t0)
-        times.append(float(np.median(runs)))
-    b = (times[1] - times[0]) / (rows[1] - rows[0])
-    return times[0] - b * rows[0], b
+    frames, angles, _ = series
+    n, _, nu = frames.shape
+    t0 = time.perf_counter()
+    A = operator(VolumeGeometry((nu, rows, nu)), ProjectionGeometry(angles, (rows, nu)), device="cpu")
+    t1 = time.perf_counter()
+    sirt(A, torch.as_tensor(frames[:, :rows]), params.iterations)
+    return t1 - t0, (time.perf_counter() - t1) / rows
 
 
 def main() -> None:
@@ -142,8 +140,8 @@ def main() -> None:
         print(f"| {r['size']}³ | {r['frames']} | {r['iterations']} | {r['one_process_s']:.1f} | {r['workers']} | "
               f"{r['slabs']} | {r['wall_s']:.1f} | {base[r['size']] / r['wall_s']:.2f}× | {r['peak_mb']:.0f} | "
               f"{r['idle_mb']:.0f} | {r['rel_diff']:.1e} |")
-    print("\nOne slab = a + b·rows on one CPU thread:")
-    print("| volume | frames | SIRT it. | a: set-up per slab (s) | b: per row (s) | b per row per iteration per "
+    print("\nOn one CPU thread: a = building the projector, b = SIRT per detector row:")
+    print("| volume | frames | SIRT it. | a: projector (s) | b: per row (s) | b per row per iteration per "
           "(Z·X·frames) (ns) |")
     print("|---|---|---|---|---|---|")
     for size, (n, iters, a, b) in costs.items():

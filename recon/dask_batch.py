@@ -22,7 +22,11 @@ from typing import Any
 
 import numpy as np
 
+import torch
+
 from tiltstream.recon.batch import BatchParams, reconstruct_4d
+from tiltstream.recon.geometry import ProjectionGeometry, VolumeGeometry
+from tiltstream.recon.projector import Projector, operator
 from tiltstream.recon.slabs import Slab, plan_slabs, slab_frames, slab_rows_for
 
 __all__ = ["INSTALL_HINT", "SchedulerError", "dask_client", "default_slab_rows", "parse_scheduler", "reconstruct_slabs",
@@ -166,10 +170,48 @@ def _quiet_dask() -> Iterator[None]:
         dask_log.setLevel(before)
 
 
+class _WorkerOperators:
+    """The projectors a worker process built for one run, shared by all its slabs of that run.
+
+    A projector's matrix does not depend on the number of Y-slices (:meth:`Projector.for_rows`), and
+    building it costs more than many SIRT iterations on a slab (benchmarks/RESULTS.md), so a worker
+    builds each one once per run. Projectors are kept while their matrices fit in ``budget_bytes``
+    (first come, first kept: windowed runs visit their windows in the same order on every slab).
+    """
+
+    budget_bytes = 2 << 30
+
+    def __init__(self) -> None:
+        self.run = ""
+        self.kept: dict[tuple, Projector] = {}
+        self.bytes = 0
+
+    def factory(self, run: str) -> Callable[[VolumeGeometry, ProjectionGeometry, torch.device], Projector]:
+        if run != self.run:
+            self.run, self.kept, self.bytes = run, {}, 0
+
+        def make(vol: VolumeGeometry, proj: ProjectionGeometry, device: torch.device) -> Projector:
+            key = (proj.angles_deg.tobytes(), vol.nz, vol.nx, vol.voxel_nm, proj.det_shape[1], proj.axis_offset_px,
+                   str(device))
+            if key in self.kept:
+                return self.kept[key].for_rows(vol.ny)
+            A = operator(vol, proj, device=device)
+            size = 16 * int(getattr(A, "nnz", 0))  # matrix and its transpose: values and indices
+            if size and self.bytes + size <= self.budget_bytes:
+                self.kept[key], self.bytes = A, self.bytes + size
+            return A
+
+        return make
+
+
+_OPERATORS = _WorkerOperators()  # one per worker process
+
+
 def _slab_task(frames: np.ndarray, angles_deg: np.ndarray, times_s: np.ndarray, query_times_s: np.ndarray,
-               params: BatchParams, device: str) -> np.ndarray:
+               params: BatchParams, device: str, run: str) -> np.ndarray:
     """On a worker: the slab (T, Z, rows, X) of every volume, by the one-process core."""
-    return reconstruct_4d(frames, angles_deg, times_s, query_times_s, params, device=device)
+    return reconstruct_4d(frames, angles_deg, times_s, query_times_s, params, device=device,
+                          make_operator=_OPERATORS.factory(run))
 
 
 def _worker_threads(client: Any) -> int:
@@ -216,7 +258,7 @@ def reconstruct_slabs(
     run = uuid.uuid4().hex[:8]
     futures = {}
     for slab in slabs:
-        fut = client.submit(_slab_task, slab_frames(frames, slab), angles, times, query, params, device,
+        fut = client.submit(_slab_task, slab_frames(frames, slab), angles, times, query, params, device, run,
                             key=f"tiltstream-slab-{run}-{slab.index}", pure=False)
         futures[fut] = slab
     log.info("submitted %d slab(s) of ≤ %d rows to %d worker thread(s)", len(slabs), slabs[0].rows,

@@ -66,6 +66,9 @@ def test_two_workers_equal_one_process(client, series, params):
     assert len(slabs) == 8  # ≈ 4 slabs per worker thread
     assert not np.isnan(got).any()
     assert _rel(got, ref) <= 1e-5
+    # each worker built each projector once for all its slabs (one per window)
+    kept = client.run(lambda: len(__import__("tiltstream.recon.dask_batch", fromlist=["_"])._OPERATORS.kept))
+    assert max(kept.values()) == (1 if params.window is None else len(QUERY))
 
 
 def test_progress_counts_rows_and_task_errors_come_back(client, series):
@@ -102,6 +105,14 @@ def test_unreachable_scheduler_is_one_clear_line(capsys):
         with dask_client(f"tcp://127.0.0.1:{port}", timeout_s=1):
             pass
     assert "\n" not in str(err.value) and "dask scheduler" in str(err.value)
+
+
+def test_a_scheduler_without_workers_is_one_clear_line():
+    with distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as empty:
+        with pytest.raises(SchedulerError, match="no workers connected within 1 s") as err:
+            with dask_client(empty.scheduler_address, timeout_s=1):
+                pass
+    assert "\n" not in str(err.value) and "dask worker" in str(err.value)
 
 
 def test_without_the_extra_scheduler_names_the_install(tmp_path, capsys, monkeypatch):

@@ -132,3 +132,20 @@ def test_version_problems_name_the_worker_and_the_package():
     v = copy.deepcopy(_versions())
     v["scheduler"]["packages"]["python"] = "3.12.1.final.0"
     assert version_problems(v)[0] == ["python 3.12 on scheduler, 3.11 here"]
+
+
+def test_a_projector_for_fewer_rows_shares_its_matrix(rng):
+    from tiltstream.recon.geometry import ProjectionGeometry, VolumeGeometry
+    from tiltstream.recon.projector import operator
+
+    angles = np.linspace(-60.0, 65.0, 9)
+    A = operator(VolumeGeometry((NZ, NY, NU)), ProjectionGeometry(angles, (NY, NU), 0.4), device="cpu")
+    _ = A.T  # a cached adjoint must not leak into the copy
+    B = A.for_rows(7)
+    fresh = operator(VolumeGeometry((NZ, 7, NU)), ProjectionGeometry(angles, (7, NU), 0.4), device="cpu")
+    assert B.matrix is A.matrix and B.domain_shape == (NZ, 7, NU) and B.range_shape == (9, 7, NU)
+    x = rng.random((NZ, 7, NU), dtype=np.float32)
+    y = rng.random((9, 7, NU), dtype=np.float32)
+    np.testing.assert_allclose(B(x), fresh(x), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(B.T(y), fresh.T(y), rtol=1e-6, atol=1e-6)
+    assert A.domain_shape == (NZ, NY, NU) and A.T(rng.random((9, NY, NU), dtype=np.float32)).shape == (NZ, NY, NU)
