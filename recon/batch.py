@@ -12,7 +12,7 @@ import torch
 
 from tiltstream.recon.fbp import fbp
 from tiltstream.recon.geometry import ProjectionGeometry, VolumeGeometry
-from tiltstream.recon.projector import operator, resolve_device
+from tiltstream.recon.projector import Projector, operator, resolve_device
 from tiltstream.recon.sirt import sirt
 from tiltstream.recon.windowed import Window, window_indices
 
@@ -79,12 +79,14 @@ def reconstruct_4d(
     *,
     device: str | torch.device = "auto",
     progress: Callable[[int], None] | None = None,
+    make_operator: Callable[[VolumeGeometry, ProjectionGeometry, torch.device], Projector] | None = None,
 ) -> np.ndarray:
     """(T, Z, Y, X) float32 volumes at ``query_times_s`` from frames (N, Y, U).
 
     Without a window every time point uses all frames (a static reconstruction, computed once).
     With a window each time uses the frames around it (:func:`window_indices`), warm-started from
-    the previous time point for SIRT.
+    the previous time point for SIRT. ``make_operator(vol, proj, device)`` builds the projectors
+    (default :func:`operator`; a slab worker passes one that reuses them across slabs).
     """
     frames = np.asarray(frames, dtype=np.float32)
     n, ny, nu = frames.shape
@@ -100,7 +102,7 @@ def reconstruct_4d(
         key = idx.tobytes()
         if key not in cache:
             geom = ProjectionGeometry(np.asarray(angles_deg)[idx], (ny, nu), params.axis_offset_px)
-            A = operator(vol, geom, device=dev)
+            A = operator(vol, geom, device=dev) if make_operator is None else make_operator(vol, geom, dev)
             y = torch.as_tensor(frames[idx], device=dev)
             if params.method == "fbp":
                 x = fbp(A, y, min_value=0.0 if params.positivity else None)

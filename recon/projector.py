@@ -15,6 +15,7 @@ operator's device, differentiable through :class:`torch.autograd.Function`).
 
 from __future__ import annotations
 
+import copy
 import logging
 import warnings
 from functools import cached_property
@@ -129,6 +130,11 @@ class Projector:
         return operator(self.vol_geom, self.proj_geom.subset(idx), backend=self.backend, device=self.device,
                         dtype=self.dtype)
 
+    def for_rows(self, ny: int) -> "Projector":
+        """The same operator for ``ny`` Y-slices (volumes (Z, ny, X), frames (ny, U)): a slab of rows."""
+        vol, proj = _with_rows(self.vol_geom, self.proj_geom, ny)
+        return operator(vol, proj, backend=self.backend, device=self.device, dtype=self.dtype)
+
     @cached_property
     def T(self) -> "_Adjoint":  # noqa: N802 (matches the maths and tomosipo)
         return _Adjoint(self)
@@ -216,6 +222,14 @@ class TorchProjector(Projector):
         self.matrix_t = _csr(cols, rows, w, (n, m))
         self.nnz = int(w.numel())  # the stored nonzeros (memory: 2 × nnz values and indices)
 
+    def for_rows(self, ny: int) -> "TorchProjector":
+        """Every Y-slice has the same matrix, so the operator for ``ny`` slices shares it (no rebuild)."""
+        vol, proj = _with_rows(self.vol_geom, self.proj_geom, ny)
+        other = copy.copy(self)
+        Projector.__init__(other, vol, proj, self.device, self.dtype)
+        other.__dict__.pop("T", None)  # the cached adjoint belongs to self
+        return other
+
     def _forward_impl(self, x: torch.Tensor) -> torch.Tensor:
         # (..., Z, Y, X) -> (Z·X, Y·B) -> A @ -> (N·U, Y·B) -> (..., N, Y, U)
         batch = x.shape[:-3]
@@ -263,6 +277,11 @@ class TorchProjector(Projector):
 
     def flat_adjoint(self, yf: torch.Tensor) -> torch.Tensor:
         return self.matrix_t @ yf
+
+
+def _with_rows(vol: VolumeGeometry, proj: ProjectionGeometry, ny: int) -> tuple[VolumeGeometry, ProjectionGeometry]:
+    return (VolumeGeometry((vol.nz, ny, vol.nx), vol.voxel_nm),
+            ProjectionGeometry(proj.angles_deg, (ny, proj.det_shape[1]), proj.axis_offset_px))
 
 
 def _csr(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:

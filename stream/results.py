@@ -4,11 +4,14 @@ The format follows the file name: ``*.zarr`` is an OME-Zarr (NGFF) image written
 :mod:`tiltstream.stream.zarr_results` (optional ``[zarr]`` extra), anything else is HDF5.
 Both are written one volume at a time (:func:`open_result_writer`), so a reconstruction still
 running leaves a readable file holding every volume done so far; :func:`read_result` answers with
-those. Both carry the same provenance.
+those. A slab-parallel reconstruction writes Y-slabs of all volumes instead
+(:meth:`ResultWriter.write_rows`): its volumes count as written once every row is in. Both formats
+carry the same provenance.
 
 HDF5 result file layout::
 
-    /volumes   (T, Z, Y, X) float32, chunk = one volume; Y is the tilt axis
+    /volumes   (T, Z, Y, X) float32, chunk = one volume (or, written slab by slab, one slab of
+               one volume); Y is the tilt axis
     /times_s   (T,) float64, seconds since stream start, @units="s"
     /@format="tiltstream-result/1", @tiltstream_version, @created (ISO 8601, UTC),
      @method, @parameters_json, @input_path, @input_sha256, @voxel_nm (when given),
@@ -32,7 +35,7 @@ import numpy as np
 from tiltstream.stream.errors import FileFormatError
 from tiltstream.stream.rawseries import tiltstream_version, to_json
 
-__all__ = ["RESULT_FORMAT", "ResultWriter", "open_result_writer", "write_result", "read_result", "volume_at",
+__all__ = ["RESULT_FORMAT", "ResultWriter", "chunk_shape", "open_result_writer", "write_result", "read_result", "volume_at",
            "result_voxel_nm", "is_zarr_path", "provenance", "sha256_file"]
 
 _log = logging.getLogger(__name__)
@@ -108,9 +111,12 @@ class ResultWriter:
         self.shape = tuple(int(s) for s in shape)
         self.times_s = np.asarray(times_s, dtype=np.float64)
         self.n_written = 0
+        self._rows_done: np.ndarray | None = None  # write_rows: which Y rows are on disk
 
     def append(self, volume: np.ndarray) -> None:
         """Write the next (Z, Y, X) volume (the one at ``times_s[n_written]``)."""
+        if self._rows_done is not None:
+            raise ValueError(f"{self.path}: append: this result is being written slab by slab (write_rows)")
         vol = np.asarray(volume)
         if vol.shape != self.shape:
             raise ValueError(f"{self.path}: volume {self.n_written}: expected shape {self.shape}, got {vol.shape}")
@@ -120,12 +126,50 @@ class ResultWriter:
         self._write(self.n_written, vol.astype(np.float32, copy=False))
         self.n_written += 1
 
+    def write_rows(self, y0: int, block: np.ndarray) -> None:
+        """Write rows ``y0 : y0 + R`` of every volume from ``block`` (T, Z, R, X), T = all planned times.
+
+        Slabs may come in any order; the result's volumes count as written (``n_written`` = T) when
+        the last row is in, so a reader never sees a volume with rows missing.
+        """
+        b = np.asarray(block)
+        nt, (nz, ny, nx) = len(self.times_s), self.shape
+        if b.ndim != 4 or (b.shape[0], b.shape[1], b.shape[3]) != (nt, nz, nx) or not 0 <= y0 <= ny - b.shape[2]:
+            raise ValueError(f"{self.path}: rows from {y0}: expected a block (T={nt}, Z={nz}, R, X={nx}) within "
+                             f"Y = {ny} rows, got shape {b.shape}")
+        if self.n_written and self._rows_done is None:
+            raise ValueError(f"{self.path}: write_rows: this result is being written volume by volume (append)")
+        if self._rows_done is None:
+            self._rows_done = np.zeros(ny, dtype=bool)
+        rows = slice(y0, y0 + b.shape[2])
+        self._write_rows(y0, b.astype(np.float32, copy=False))
+        self._rows_done[rows] = True
+        if self._rows_done.all() and self.n_written < nt:
+            self.n_written = nt
+            self._set_written(nt)
+
+    def update_provenance(self, attrs: dict[str, Any]) -> None:
+        """Add or replace provenance entries known only at the end (e.g. ``wall_time_s``)."""
+        self._update_provenance({k: v for k, v in attrs.items() if v is not None})
+
+    def _update_provenance(self, attrs: dict[str, Any]) -> None:
+        raise NotImplementedError
+
     def _write(self, i: int, volume: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _write_rows(self, y0: int, block: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _set_written(self, n: int) -> None:
         raise NotImplementedError
 
     def close(self) -> None:
         """Finish the file (it stays readable if the writer is never closed)."""
-        if self.n_written < len(self.times_s):
+        if self._rows_done is not None and not self._rows_done.all():
+            _log.warning("%s: closed with %d of %d rows written (no volume complete)", self.path,
+                         int(self._rows_done.sum()), self.shape[1])
+        elif self.n_written < len(self.times_s):
             _log.warning("%s: closed with %d of %d volumes written", self.path, self.n_written, len(self.times_s))
         else:
             _log.info("wrote %d volumes %s to %s", self.n_written, self.shape, self.path)
@@ -139,33 +183,47 @@ class ResultWriter:
 
 class _HDF5ResultWriter(ResultWriter):
     def __init__(self, path: str | os.PathLike, shape: tuple[int, int, int], times_s: np.ndarray,
-                 prov: dict[str, Any], *, overwrite: bool) -> None:
+                 prov: dict[str, Any], *, overwrite: bool, chunk_rows: int | None = None) -> None:
         super().__init__(path, shape, times_s)
-        attrs: dict[str, Any] = {}
-        for key, value in prov.items():
-            if isinstance(value, (dict, list, tuple)):
-                attrs[f"{key}_json"] = to_json(value)
-            else:
-                attrs[key] = value
         self._file = h5py.File(self.path, "w" if overwrite else "w-")
         full = (len(self.times_s), *self.shape)
-        chunks = (1, *self.shape) if full[0] and min(self.shape) > 0 else None
+        chunks = (1, *chunk_shape(self.shape, chunk_rows)) if full[0] and min(self.shape) > 0 else None
         self._volumes = self._file.create_dataset("volumes", shape=full, dtype=np.float32, chunks=chunks)
         self._volumes.attrs["axes"] = "T,Z,Y,X"
         self._file.create_dataset("times_s", data=self.times_s).attrs["units"] = "s"
-        self._file.attrs.update(attrs)
-        self._file.attrs["n_written"] = 0
+        self._update_provenance(prov)
+        self._set_written(0)
+
+    def _update_provenance(self, attrs: dict[str, Any]) -> None:
+        for key, value in attrs.items():
+            if isinstance(value, (dict, list, tuple)):
+                self._file.attrs[f"{key}_json"] = to_json(value)
+            else:
+                self._file.attrs[key] = value
         self._file.flush()
 
     def _write(self, i: int, volume: np.ndarray) -> None:
         self._volumes[i] = volume
-        self._file.attrs["n_written"] = i + 1
+        self._set_written(i + 1)
+
+    def _write_rows(self, y0: int, block: np.ndarray) -> None:
+        self._volumes[:, :, y0:y0 + block.shape[2]] = block
+        self._file.flush()
+
+    def _set_written(self, n: int) -> None:
+        self._file.attrs["n_written"] = n
         self._file.flush()
 
     def close(self) -> None:
         if self._file.id.valid:
             self._file.close()
             super().close()
+
+
+def chunk_shape(shape: tuple[int, int, int], chunk_rows: int | None) -> tuple[int, int, int]:
+    """The (Z, Y, X) chunk of one volume: all of it, or ``chunk_rows`` Y rows (a slab) of it."""
+    nz, ny, nx = (max(1, int(s)) for s in shape)
+    return (nz, ny if chunk_rows is None else max(1, min(int(chunk_rows), ny)), nx)
 
 
 def open_result_writer(
@@ -175,11 +233,14 @@ def open_result_writer(
     *,
     attrs: dict[str, Any],
     overwrite: bool = False,
+    chunk_rows: int | None = None,
 ) -> ResultWriter:
     """A :class:`ResultWriter` for volumes of ``shape`` (Z, Y, X) at ``times_s`` (s since stream start).
 
     ``*.zarr`` gives an OME-Zarr image (needs the ``[zarr]`` extra), any other name HDF5.
-    ``attrs`` is the provenance (see :func:`provenance` and :func:`write_result`).
+    ``attrs`` is the provenance (see :func:`provenance` and :func:`write_result`). ``chunk_rows``:
+    chunks of that many Y rows of one volume instead of whole volumes (for a result written slab
+    by slab with :meth:`ResultWriter.write_rows`; the file layout is otherwise the same).
     """
     if len(shape) != 3:
         raise ValueError(f"{path}: shape: expected (Z, Y, X), got {tuple(shape)}")
@@ -188,8 +249,8 @@ def open_result_writer(
     if is_zarr_path(path):
         from tiltstream.stream.zarr_results import ZarrResultWriter  # noqa: PLC0415 (optional extra)
 
-        return ZarrResultWriter(path, shape, t, prov, overwrite=overwrite)
-    return _HDF5ResultWriter(path, shape, t, prov, overwrite=overwrite)
+        return ZarrResultWriter(path, shape, t, prov, overwrite=overwrite, chunk_rows=chunk_rows)
+    return _HDF5ResultWriter(path, shape, t, prov, overwrite=overwrite, chunk_rows=chunk_rows)
 
 
 def write_result(

@@ -6,7 +6,8 @@ Layout of ``result.zarr``::
                 second and nanometer, scale [dt, voxel, voxel, voxel] and translation [t0, 0, 0, 0])
                 and "tiltstream" (the provenance of :func:`tiltstream.stream.results.provenance`,
                 plus "times_s": every planned time and "n_written": volumes written so far)
-    0/          the (T, Z, Y, X) float32 array, one chunk per time point; not yet written: NaN
+    0/          the (T, Z, Y, X) float32 array, one chunk per time point (written slab by slab: per
+                slab of rows of one time point); not yet written: NaN
 
 The NGFF time axis is regular (first time and mean step); the exact times are in
 ``tiltstream.times_s``. Every volume is written as soon as it is done and ``n_written`` is raised
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from tiltstream.stream.errors import FileFormatError
-from tiltstream.stream.results import ResultWriter, result_voxel_nm
+from tiltstream.stream.results import ResultWriter, chunk_shape, result_voxel_nm
 
 __all__ = ["ZarrResultWriter", "read_zarr_result", "require_zarr", "ngff_axes", "ngff_transforms", "INSTALL_HINT"]
 
@@ -81,7 +82,7 @@ class ZarrResultWriter(ResultWriter):
     """:class:`~tiltstream.stream.results.ResultWriter` of an OME-Zarr result (see the module docstring)."""
 
     def __init__(self, path: str | os.PathLike, shape: tuple[int, int, int], times_s: np.ndarray,
-                 prov: dict[str, Any], *, overwrite: bool) -> None:
+                 prov: dict[str, Any], *, overwrite: bool, chunk_rows: int | None = None) -> None:
         super().__init__(path, shape, times_s)
         zarr = require_zarr()
         from ome_zarr.writer import write_multiscales_metadata  # noqa: PLC0415
@@ -92,7 +93,7 @@ class ZarrResultWriter(ResultWriter):
         self._group = zarr.open_group(str(self.path), mode="w", zarr_format=3)
         n = len(self.times_s)
         self._array = self._group.create_array(
-            _ARRAY, shape=(n, *self.shape), chunks=(1, *(max(1, s) for s in self.shape)), dtype="float32",
+            _ARRAY, shape=(n, *self.shape), chunks=(1, *chunk_shape(self.shape, chunk_rows)), dtype="float32",
             fill_value=float("nan"), dimension_names=("t", "z", "y", "x"))
         write_multiscales_metadata(
             self._group, [{"path": _ARRAY, "coordinateTransformations": ngff_transforms(self.times_s, voxel)}],
@@ -103,9 +104,16 @@ class ZarrResultWriter(ResultWriter):
     def _set_written(self, n: int) -> None:
         self._group.attrs["tiltstream"] = self._meta | {"n_written": n}
 
+    def _update_provenance(self, attrs: dict[str, Any]) -> None:
+        self._meta |= _json_safe(attrs)
+        self._set_written(self.n_written)
+
     def _write(self, i: int, volume: np.ndarray) -> None:
         self._array[i] = volume
         self._set_written(i + 1)
+
+    def _write_rows(self, y0: int, block: np.ndarray) -> None:
+        self._array[:, :, y0:y0 + block.shape[2]] = block
 
 
 def read_zarr_result(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:

@@ -115,6 +115,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "queries the best model at --times")
     g.add_argument("--time-limit", type=float, default=None, metavar="S", help="stop fitting after S seconds")
     g.add_argument("--seed", type=int, default=0, help="random seed of the fit (default 0)")
+    g = s.add_argument_group("more than one process", "dask.distributed slabs (fbp, sirt); DDP (dip)")
+    g.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="reconstruct Y-slabs on a running dask scheduler (tcp://host:8786) or on local:N, "
+                        "N worker processes started for the run (the [distributed] extra)")
+    g.add_argument("--slab-rows", type=_positive_int, default=None, metavar="R",
+                   help="detector rows per slab with --scheduler (default: about 4 slabs per worker)")
+    g.add_argument("--nproc", type=_positive_int, default=None, metavar="N",
+                   help="--method dip: train one model on N processes with DistributedDataParallel "
+                        "(gloo on CPU, nccl on GPU); under torchrun RANK/WORLD_SIZE are used instead")
     s.add_argument("--align", action="store_true",
                    help="align the series first (drift, tilt-axis direction and offset; see 'tiltstream align')")
     from tiltstream import cmd_align  # noqa: PLC0415 (light at import)

@@ -41,21 +41,40 @@ def run(args: argparse.Namespace) -> str:
         from tiltstream.stream.zarr_results import require_zarr  # noqa: PLC0415
 
         require_zarr()
+    if getattr(args, "scheduler", None):
+        if args.method == "dip":
+            raise ValueError("--scheduler: runs fbp and sirt in slabs; the DIP trains on several processes "
+                             "with --nproc N (or torchrun)")
+        from tiltstream.recon.dask_batch import parse_scheduler, require_distributed  # noqa: PLC0415
+
+        parse_scheduler(args.scheduler)
+        require_distributed()
     if getattr(args, "align", False):
         series = _aligned_series(args)
     else:
         series = read_series(args.input, tilt_axis_angle_deg=args.tilt_axis_angle)
     if args.method == "dip":
         return _run_dip(args, series)
+    if getattr(args, "nproc", None):
+        raise ValueError(f"--nproc: trains the DIP on several processes (--method dip), not {args.method}; "
+                         "use --scheduler for slab-parallel fbp/sirt")
     params = _params(args)
     times = np.asarray(args.times if args.times else default_times(series.times_s, params.window), dtype=np.float64)
+    if getattr(args, "scheduler", None):
+        return _run_slabs(args, series, params, times)
     t0 = time.perf_counter()
     with tqdm(total=len(times), desc=f"{params.method} {series.n_frames} frames", unit="vol",
               disable=None) as bar:
         volumes = reconstruct_4d(series.frames, series.angles_deg, series.times_s, times, params,
                                  device=args.device, progress=bar.update)
     wall = time.perf_counter() - t0
-    attrs = {
+    write_result(args.out, volumes, times, attrs=_attrs(args, series, params, wall), overwrite=True)
+    return (f"wrote {len(times)} volume(s) {volumes.shape[1:]} at t = "
+            f"{', '.join(f'{t:.1f}' for t in times)} s to {args.out} ({wall:.1f} s)")
+
+
+def _attrs(args: argparse.Namespace, series, params: BatchParams, wall: float | None) -> dict:
+    return {
         "method": params.method,
         "parameters": params.as_dict(),
         "input_path": str(args.input),
@@ -65,9 +84,29 @@ def run(args: argparse.Namespace) -> str:
         "tilt_axis_angle_deg": series.metadata.get("tilt_axis_angle_deg", 0.0),
         "alignment": series.metadata.get("alignment"),
     }
-    write_result(args.out, volumes, times, attrs=attrs, overwrite=True)
-    return (f"wrote {len(times)} volume(s) {volumes.shape[1:]} at t = "
-            f"{', '.join(f'{t:.1f}' for t in times)} s to {args.out} ({wall:.1f} s)")
+
+
+def _run_slabs(args: argparse.Namespace, series, params: BatchParams, times: np.ndarray) -> str:
+    """``--scheduler``: Y-slabs reconstructed on a dask cluster, written into the result as they arrive."""
+    from tiltstream.recon.dask_batch import dask_client, default_slab_rows, reconstruct_slabs  # noqa: PLC0415
+    from tiltstream.stream.results import open_result_writer  # noqa: PLC0415
+
+    n, ny, nu = series.frames.shape
+    shape = (params.vol_z or nu, ny, nu)
+    t0 = time.perf_counter()
+    with dask_client(args.scheduler) as client:
+        rows = args.slab_rows or default_slab_rows(client, ny)
+        attrs = _attrs(args, series, params, None) | {"scheduler": args.scheduler, "slab_rows": rows}
+        with open_result_writer(args.out, shape, times, attrs=attrs, overwrite=True, chunk_rows=rows) as writer, \
+                tqdm(total=ny, desc=f"{params.method} {n} frames in slabs of {rows}", unit="row",
+                     disable=None) as bar:
+            slabs = reconstruct_slabs(client, series.frames, series.angles_deg, series.times_s, times, params,
+                                      write=lambda slab, block: writer.write_rows(slab.y0, block),
+                                      device=args.device, slab_rows=rows, progress=bar.update)
+            wall = time.perf_counter() - t0
+            writer.update_provenance({"wall_time_s": wall})
+    return (f"wrote {len(times)} volume(s) {shape} at t = {', '.join(f'{t:.1f}' for t in times)} s to "
+            f"{args.out} in {len(slabs)} slab(s) on {args.scheduler} ({wall:.1f} s)")
 
 
 def _aligned_series(args: argparse.Namespace):
@@ -96,9 +135,59 @@ def _dip_params(args: argparse.Namespace):
                      time_limit_s=args.time_limit, axis_offset_px=args.axis_offset, vol_z=args.height)
 
 
+class _DipBar:
+    """The DIP's progress bar (loss, held-out score) as a picklable callable: with ``--nproc`` it runs
+    in rank 0's process, so the bar is made there on the first call."""
+
+    def __init__(self, total: int, desc: str) -> None:
+        self.total, self.desc, self._bar = total, desc, None
+
+    def __call__(self, n: int, *, loss: float, heldout: float | None) -> None:
+        if self._bar is None:
+            self._bar = tqdm(total=self.total, desc=self.desc, unit="step", disable=None)
+        self._bar.set_postfix(loss=f"{loss:.4g}", heldout="–" if heldout is None else f"{heldout:.4f}", refresh=False)
+        self._bar.update(n)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+    def __getstate__(self) -> dict:
+        return {"total": self.total, "desc": self.desc, "_bar": None}
+
+
+def _fit_dip(args: argparse.Namespace, series, params, times: np.ndarray, checkpoint: Path, bar: _DipBar):
+    """``(volumes, info, stopped)`` of the fit on this process, on ``--nproc`` spawned processes or
+    as one rank under torchrun (where every rank but 0 gets no volumes)."""
+    from tiltstream.recon.dip import DipTrainer  # noqa: PLC0415
+    from tiltstream.recon.dip.distributed import torchrun_world  # noqa: PLC0415
+
+    data = (series.frames, series.angles_deg, series.times_s)
+    ranked = torchrun_world()
+    if ranked is not None and ranked[1] > 1:
+        from tiltstream.recon.dip.distributed import fit_in_group, process_group  # noqa: PLC0415
+
+        if args.nproc:
+            log.warning("--nproc %d ignored: torchrun started %d processes", args.nproc, ranked[1])
+        with process_group(params.device) as dev:
+            return fit_in_group(*data, times, params, device=dev, checkpoint=checkpoint, resume=args.resume,
+                                progress=bar)
+    if args.nproc and args.nproc > 1:
+        from tiltstream.recon.dip.distributed import reconstruct_dip_ddp  # noqa: PLC0415
+
+        return reconstruct_dip_ddp(args.nproc, *data, times, params, checkpoint=checkpoint, resume=args.resume,
+                                   progress=bar)
+    if args.resume is not None:
+        trainer = DipTrainer.from_checkpoint(args.resume, *data, params)
+    else:
+        trainer = DipTrainer(*data, params)
+    stopped = trainer.fit(progress=bar, checkpoint=checkpoint)
+    return trainer.best_model().volumes(times), trainer.info(), stopped
+
+
 def _run_dip(args: argparse.Namespace, series) -> str:
     """Fit (or continue) the DIP with a progress bar of loss and held-out score, write the volumes."""
-    from tiltstream.recon.dip import DipTrainer, default_query_times  # noqa: PLC0415
+    from tiltstream.recon.dip import default_query_times  # noqa: PLC0415
     from tiltstream.stream.results import write_result  # noqa: PLC0415
 
     if args.window:
@@ -106,20 +195,16 @@ def _run_dip(args: argparse.Namespace, series) -> str:
     params = _dip_params(args)
     checkpoint = args.checkpoint or Path(args.out).with_suffix(".dip.pt")
     t0 = time.perf_counter()
-    if args.resume is not None:
-        trainer = DipTrainer.from_checkpoint(args.resume, series.frames, series.angles_deg, series.times_s, params)
-    else:
-        trainer = DipTrainer(series.frames, series.angles_deg, series.times_s, params)
     times = np.asarray(args.times if args.times else default_query_times(series.times_s), dtype=np.float64)
-    with tqdm(total=params.steps, desc=f"dip {series.n_frames} frames", unit="step", disable=None) as bar:
-        def progress(n: int, *, loss: float, heldout: float | None) -> None:
-            bar.set_postfix(loss=f"{loss:.4g}", heldout="–" if heldout is None else f"{heldout:.4f}", refresh=False)
-            bar.update(n)
-
-        stopped = trainer.fit(progress=progress, checkpoint=checkpoint)
-    volumes = trainer.best_model().volumes(times)
+    bar = _DipBar(params.steps, f"dip {series.n_frames} frames")
+    try:
+        volumes, info, stopped = _fit_dip(args, series, params, times, checkpoint, bar)
+    finally:
+        bar.close()
+    if volumes is None:  # a torchrun rank other than 0: rank 0 writes
+        return (f"one rank of a {info['world_size']}-process DIP fitted {info['step']} steps; "
+                f"rank 0 writes {args.out}")
     wall = time.perf_counter() - t0
-    info = trainer.info()
     attrs = {
         "method": "dip",
         "parameters": params.as_dict(),
@@ -134,11 +219,13 @@ def _run_dip(args: argparse.Namespace, series) -> str:
         "dip_heldout_nrmse": info["heldout_nrmse"] if info["heldout_nrmse"] is not None else float("nan"),
         "dip_heldout_indices": info["heldout_indices"],
         "dip_stopped": stopped,
+        "dip_processes": info.get("world_size", 1),
     }
     write_result(args.out, volumes, times, attrs=attrs, overwrite=True)
     held = info["heldout_nrmse"]
+    procs = f" on {info['world_size']} processes" if info.get("world_size", 1) > 1 else ""
     return (f"wrote {len(times)} volume(s) {volumes.shape[1:]} at t = {', '.join(f'{t:.1f}' for t in times)} s "
-            f"to {args.out} ({wall:.1f} s); DIP step {info['step']} ({stopped}), best step {info['best_step']}"
+            f"to {args.out} ({wall:.1f} s); DIP step {info['step']} ({stopped}){procs}, best step {info['best_step']}"
             + (f", held-out NRMSE {held:.4f}" if held is not None else "") + f"; checkpoint {checkpoint}")
 
 

@@ -228,10 +228,20 @@ class DipTrainer:
             pred = shift_rows(pred, shifts[:, 1])
         return slices, pred
 
+    def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """This process's frames (F,) and rows (F, R) of the next batch, and the weight of its loss
+        (one process: the whole batch, weight 1; see :mod:`tiltstream.recon.dip.distributed`)."""
+        frame_idx, rows = self.sampler.next()
+        return frame_idx, rows, 1.0
+
+    def _batch_loss(self, local: torch.Tensor, weight: float) -> float:
+        """The whole batch's loss from this process's loss on its part of the batch."""
+        return float(local)
+
     def train_step(self) -> float:
         """One optimiser step on the next batch; returns the loss."""
         d, p = self.data, self.params
-        frame_idx, rows = self.sampler.next()
+        frame_idx, rows, weight = self._next_batch()
         frame_idx, rows = frame_idx.to(self.device), rows.to(self.device)
         for group in self.optimizer.param_groups:
             group["lr"] = self.learning_rate()
@@ -247,12 +257,15 @@ class DipTrainer:
         if self.shifts is not None and p.shift_weight > 0:
             loss = loss + p.shift_weight * self._effective_shifts()[frame_idx].square().mean()
         self.optimizer.zero_grad(set_to_none=True)
+        weighted = loss * weight if weight != 1.0 else loss
         if self._scaler is not None:
-            self._scaler.scale(loss).backward()
+            self._scaler.scale(weighted).backward()
+            self._after_backward()
             self._scaler.step(self.optimizer)
             self._scaler.update()
         else:
-            loss.backward()
+            weighted.backward()
+            self._after_backward()
             self.optimizer.step()
         if self.ema_model is not None:
             decay = min(p.ema_decay, (1.0 + self.step) / (10.0 + self.step))
@@ -260,7 +273,10 @@ class DipTrainer:
                 for e, m in zip(self.ema_model.parameters(), self.model.parameters()):
                     e.lerp_(m, 1.0 - decay)
         self.step += 1
-        return float(loss.detach())
+        return self._batch_loss(loss.detach(), weight)
+
+    def _after_backward(self) -> None:
+        """Gradients of this process are complete (the data-parallel trainer averages the ones DDP does not)."""
 
     def _temporal_tv(self, frame_idx: torch.Tensor, rows: torch.Tensor, slices: torch.Tensor) -> torch.Tensor:
         """TV between the batch's slices and the same rows Δt later (every k-th row, ≤ 8 per frame)."""
