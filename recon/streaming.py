@@ -35,7 +35,8 @@ from tiltstream.recon.projector import operator, resolve_device
 from tiltstream.recon.sirt import Block, inverse, sirt_step
 from tiltstream.stream.validation import FrameRejected, check_frame
 
-__all__ = ["StreamingParams", "StreamingSirt", "FrameRejected", "Prediction", "noise_sigma"]
+__all__ = ["StreamingParams", "StreamingSirt", "FrameRejected", "Prediction", "noise_sigma", "trim_window",
+           "window_time_s"]
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,30 @@ class Prediction:
     nrmse: float
     change_sigma: float
 
+    @classmethod
+    def of_sums(cls, r2: float, y2: float, count: int, sigma: float) -> "Prediction":
+        """From Σ(y − A x)², Σy² and the pixel count (sums over any set of rows) and the frame's σ."""
+        rms = math.sqrt(r2 / max(count, 1))
+        return cls(nrmse=math.sqrt(r2 / y2) if y2 > 0 else float("nan"),
+                   change_sigma=rms / sigma if sigma > 0 else float("nan"))
+
+
+def trim_window(window: deque, params: StreamingParams) -> None:
+    """Drop the oldest items (anything with a ``t_s``) of ``window`` beyond ``params``' window, in place."""
+    while len(window) > params.window_frames:
+        window.popleft()
+    if params.window_s is not None:
+        newest = window[-1].t_s
+        while len(window) > 1 and newest - window[0].t_s > params.window_s:
+            window.popleft()
+
+
+def window_time_s(times_s: np.ndarray, half_life_s: float | None) -> float:
+    """The mean of a window's acquisition times (oldest first), weighted as forgetting weighs them."""
+    t = np.asarray(times_s, dtype=np.float64)
+    w = np.ones_like(t) if half_life_s is None else 0.5 ** ((t[-1] - t) / half_life_s)
+    return float(np.sum(w * t) / np.sum(w))
+
 
 @dataclass
 class _Entry:
@@ -147,6 +172,10 @@ class StreamingSirt:
         self._n_updates = 0
         self.n_frames_seen = 0
         self.last_residual = float("nan")
+        #: (Σ‖y − A x‖², Σ‖y‖²) of the last update's subset: :attr:`last_residual` as sums over rows
+        self.last_residual_sums = (float("nan"), float("nan"))
+        #: (Σ(y − A x)², Σy², pixels) behind :attr:`last_prediction`, or None with it
+        self.last_prediction_sums: tuple[float, float, int] | None = None
         #: the newest frame against the estimate before it was folded in (None until the window holds
         #: ``subset_size`` frames: before that the estimate predicts nothing)
         self.last_prediction: Prediction | None = None
@@ -167,20 +196,17 @@ class StreamingSirt:
         arr, angle_deg, t_s, _ = check_frame(frame, angle_deg=angle_deg, t_s=t_s, expected_shape=self.frame_shape)
         arr = arr.astype(np.float32, copy=False)
         entry = self._entry(arr, float(angle_deg), float(t_s), self.n_frames_seen if seq is None else seq)
-        self.last_prediction = self._predict(entry, arr) if len(self._window) >= self.params.subset_size else None
+        self.last_prediction_sums = self._predict(entry) if len(self._window) >= self.params.subset_size else None
+        self.last_prediction = (None if self.last_prediction_sums is None
+                                else Prediction.of_sums(*self.last_prediction_sums, noise_sigma(arr)))
         self._window.append(entry)
         self.n_frames_seen += 1
         self._trim()
 
     @torch.no_grad()
-    def _predict(self, entry: _Entry, frame: np.ndarray) -> Prediction:
+    def _predict(self, entry: _Entry) -> tuple[float, float, int]:
         r = entry.block.y - entry.block.A.flat_forward(self._x)
-        r2 = float(torch.sum(r * r))
-        y2 = float(torch.sum(entry.block.y * entry.block.y))
-        sigma = noise_sigma(frame)
-        rms = math.sqrt(r2 / max(r.numel(), 1))
-        return Prediction(nrmse=math.sqrt(r2 / y2) if y2 > 0 else float("nan"),
-                          change_sigma=rms / sigma if sigma > 0 else float("nan"))
+        return float(torch.sum(r * r)), float(torch.sum(entry.block.y * entry.block.y)), r.numel()
 
     def _entry(self, frame: np.ndarray, angle_deg: float, t_s: float, seq: int) -> _Entry:
         A = operator(self._vol, ProjectionGeometry([angle_deg], self.frame_shape, self.axis_offset_px),
@@ -190,13 +216,7 @@ class StreamingSirt:
         return _Entry(seq, angle_deg, t_s, block, block.column_sums())
 
     def _trim(self) -> None:
-        p = self.params
-        while len(self._window) > p.window_frames:
-            self._window.popleft()
-        if p.window_s is not None:
-            newest = self._window[-1].t_s
-            while len(self._window) > 1 and newest - self._window[0].t_s > p.window_s:
-                self._window.popleft()
+        trim_window(self._window, self.params)
 
     # -- update -------------------------------------------------------------------------------
     def _subset(self) -> list[_Entry]:
@@ -231,6 +251,7 @@ class StreamingSirt:
                 e.last_used = self._n_updates
             res2, norm2 = sirt_step(self._x, blocks, inverse(col, scale=p.relaxation),
                                     min_value=0.0 if p.positivity else None, measure=True)
+            self.last_residual_sums = (res2, norm2)
             self.last_residual = math.sqrt(res2 / norm2) if norm2 > 0 else float("nan")
         return self.last_residual
 
@@ -252,6 +273,15 @@ class StreamingSirt:
         nz, ny, nx = self.vol_shape
         return self._x.reshape(nz, nx, ny).permute(0, 2, 1).clone(memory_format=torch.contiguous_format).cpu().numpy()
 
+    def slices(self, index: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The orthogonal slices through voxel ``index`` = (z, y, x) of the estimate, without copying
+        the whole volume: xy (Y, X) at z, xz (Z, X) at y, yz (Z, Y) at x, float32."""
+        nz, ny, nx = self.vol_shape
+        iz, iy, ix = index
+        x3 = self._x.reshape(nz, nx, ny)  # the flat layout (Z·X, Y)
+        return (x3[iz].T.contiguous().cpu().numpy(), x3[:, :, iy].contiguous().cpu().numpy(),
+                x3[:, ix, :].contiguous().cpu().numpy())
+
     @property
     def window_size(self) -> int:
         return len(self._window)
@@ -267,10 +297,8 @@ class StreamingSirt:
         the updates weigh them (forgetting); nan while empty."""
         if not self._window:
             return float("nan")
-        t = np.fromiter((e.t_s for e in self._window), dtype=np.float64, count=len(self._window))
-        hl = self.params.half_life_s
-        w = np.ones_like(t) if hl is None else 0.5 ** ((t[-1] - t) / hl)
-        return float(np.sum(w * t) / np.sum(w))
+        return window_time_s(np.fromiter((e.t_s for e in self._window), dtype=np.float64, count=len(self._window)),
+                             self.params.half_life_s)
 
     @property
     def window_times(self) -> tuple[float, float]:
@@ -285,7 +313,9 @@ class StreamingSirt:
         self.n_frames_seen = 0
         self._n_updates = 0
         self.last_residual = float("nan")
+        self.last_residual_sums = (float("nan"), float("nan"))
         self.last_prediction = None
+        self.last_prediction_sums = None
 
     def memory_bytes(self) -> int:
         """Bytes held by the estimate and the window (frames + projector blocks)."""
