@@ -52,6 +52,9 @@ class EngineConfig:
     memory_budget_bytes : a series whose estimate would need more host memory than this
         (:meth:`StreamingSirt.memory_needed`) is refused, counted as ``over_budget``, and its frames
         are dropped; None: :func:`~tiltstream.stream.budget.default_budget_bytes`.
+    scheduler : a dask scheduler address or ``local:N``: the estimate lives on slab actors on its
+        workers (:class:`~.live_slabs.SlabbedSirt`; the budget then covers what this process keeps,
+        the window's raw frames); None: in this process.
     """
 
     streaming: StreamingParams = field(default_factory=StreamingParams)
@@ -67,6 +70,7 @@ class EngineConfig:
     align: bool = False
     align_params: object | None = None  # a tiltstream.recon.align.LiveAlignParams
     memory_budget_bytes: int | None = None
+    scheduler: str | None = None
 
 
 class ReconEngine:
@@ -92,6 +96,16 @@ class ReconEngine:
         self.refused: str | None = None  # the last series refused (over budget)
         #: reject counts of the receiving socket (reason -> count), published with the metrics
         self.wire_rejects: dict[str, int] = {}
+        self.slabs = None  # a live_slabs.SlabPool with config.scheduler: the cluster, kept for every series
+        if self.config.scheduler:
+            from tiltstream.recon.live_slabs import SlabPool  # noqa: PLC0415 (the [distributed] extra)
+
+            self.slabs = SlabPool(self.config.scheduler)
+
+    def close(self) -> None:
+        """Let the slab actors and the cluster go (nothing to do in one process)."""
+        if self.slabs is not None:
+            self.slabs.close()
 
     # -- intake -------------------------------------------------------------------------------
     def handle(self, msg: object, received_at: float | None = None) -> None:
@@ -112,7 +126,8 @@ class ReconEngine:
         """Whether a series of ``frame_shape`` frames fits the memory budget: (fits, needed, budget)."""
         cfg = self.config
         ny, nu = frame_shape
-        need = StreamingSirt.memory_needed((cfg.vol_z or nu, ny, nu), nu, cfg.streaming)
+        kind = StreamingSirt if self.slabs is None else self.slabs.estimator_type
+        need = kind.memory_needed((cfg.vol_z or nu, ny, nu), nu, cfg.streaming)
         budget = default_budget_bytes() if cfg.memory_budget_bytes is None else cfg.memory_budget_bytes
         return need <= budget, need, budget
 
@@ -129,8 +144,9 @@ class ReconEngine:
             return
         self.stream_id = stream_id
         self.voxel_nm = pixel_nm
-        self.estimator = StreamingSirt((cfg.vol_z or nu, ny, nu), cfg.streaming, det_cols=nu,
-                                       axis_offset_px=cfg.axis_offset_px, device=cfg.device)
+        make = StreamingSirt if self.slabs is None else self.slabs.estimator
+        self.estimator = make((cfg.vol_z or nu, ny, nu), cfg.streaming, det_cols=nu,
+                              axis_offset_px=cfg.axis_offset_px, device=cfg.device)
         self._pending.clear()
         if cfg.align:
             from tiltstream.recon.align.live import LiveAligner  # noqa: PLC0415 (only when asked for)
@@ -240,21 +256,20 @@ class ReconEngine:
 
     def _outputs(self, residual: float, update_s: float, force_volume: bool) -> list[object]:
         est = self.estimator
-        vol = est.volume()
         # the estimate shows the particle at its window's mean time, not at the newest frame's
         t_est = est.time_s if math.isfinite(est.time_s) else self._last_t_s
         common = dict(stream_id=self.stream_id, t_s=t_est if math.isfinite(t_est) else 0.0)
-        nz, ny, nx = vol.shape
+        nz, ny, nx = est.vol_shape
         index = (nz // 2, ny // 2, nx // 2)
+        xy, xz, yz = est.slices(index)  # (a slabbed estimate gathers these slices, not the volume)
         out: list[object] = [
-            SlicesMsg(**common, seq=self.next_seq("slices"), xy=vol[index[0]],
-                      xz=np.ascontiguousarray(vol[:, index[1], :]),
-                      yz=np.ascontiguousarray(vol[:, :, index[2]]), index=index, source="sirt",
+            SlicesMsg(**common, seq=self.next_seq("slices"), xy=xy, xz=xz, yz=yz, index=index, source="sirt",
                       voxel_nm=self.voxel_nm)
         ]
         now = self.clock()
         if force_volume or now - self._last_volume_t >= self.config.volume_period_s:
             self._last_volume_t = now
+            vol = est.volume()
             small = block_mean(vol, bin_factor(vol.shape, self.config.volume_max_edge))
             voxel = None if self.voxel_nm is None else self.voxel_nm * vol.shape[0] / small.shape[0]
             out.append(VolumeMsg(**common, seq=self.next_seq("volume"), data=small, source="sirt",
@@ -273,6 +288,8 @@ class ReconEngine:
         }
         if est.last_prediction is not None:
             values.update(sirt_predict_nrmse=est.last_prediction.nrmse, change_sigma=est.last_prediction.change_sigma)
+        if self.slabs is not None:
+            values["slab_rebuilds"] = float(est.slab_rebuilds)
         if self._last_shift is not None:
             values.update(align_dy_px=self._last_shift.dy, align_du_px=self._last_shift.du,
                           align_quality=self._last_shift.quality)

@@ -202,6 +202,7 @@ class ReconService:
         return self.stats
 
     def close(self) -> None:
+        self.engine.close()
         self.receiver.close()
         if self.publisher is not None:
             self.publisher.close()

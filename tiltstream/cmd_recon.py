@@ -4,12 +4,16 @@ Usage::
 
     tiltstream recon --connect tcp://127.0.0.1:5556 --pub tcp://127.0.0.1:5557 [--window 64]
                      [--subset 16] [--half-life S] [--device auto] [--memory-budget 8G] [--resume RECORDING.h5]
-                     [--align]
+                     [--align] [--scheduler ADDRESS|local:N]
                      [--dip [--dip-edge 64] [--dip-period 10]]
 
 With ``--dip`` the space-time DIP trains in the background on every frame so far (binned to
 ``--dip-edge``) and publishes refreshed 4-D estimates (``volume/1`` with ``source="dip"``, one per
 time point) and its held-out score beside the streaming SIRT.
+
+With ``--scheduler`` the streaming SIRT runs on Y-slab actors on a dask cluster (a running scheduler's
+address, or ``local:N`` worker processes started for the run): this process keeps intake, validation
+and publishing, and a worker lost mid-series is reported and its slab rebuilt.
 
 It prints a one-line summary (frames, updates, update time, latency p50/p99, rejects) at the end.
 """
@@ -39,6 +43,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     add_engine_options(s)
     s.add_argument("--align", action="store_true",
                    help="correct each frame's drift before folding it in; shifts are published as metrics")
+    s.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="run the streaming SIRT on Y-slab actors on a dask scheduler (tcp://host:8786) or on "
+                        "local:N worker processes (needs the [distributed] extra)")
     add_dip_options(s)
     s.add_argument("--resume", type=Path, default=None, metavar="RECORDING",
                    help="fold in the recording of the current series first (restart mid-series)")
@@ -96,12 +103,18 @@ def engine_config(args: argparse.Namespace):
     params = StreamingParams(window_frames=args.window, window_s=args.window_seconds, half_life_s=args.half_life,
                              subset_size=args.subset, steps_per_update=args.steps)
     return EngineConfig(streaming=params, device=args.device, align=bool(getattr(args, "align", False)),
-                        memory_budget_bytes=getattr(args, "memory_budget", None))
+                        memory_budget_bytes=getattr(args, "memory_budget", None),
+                        scheduler=getattr(args, "scheduler", None))
 
 
 def cmd_recon(args: argparse.Namespace) -> int:
     from tiltstream.recon.service import ReconService  # noqa: PLC0415
 
+    if args.scheduler:
+        from tiltstream.recon.dask_batch import parse_scheduler, require_distributed  # noqa: PLC0415
+
+        parse_scheduler(args.scheduler)
+        require_distributed()
     # The frame socket's CURVE role follows --bind/--connect; the viewers' PUB is always bound (a server).
     curve = curve_from_args(args, bind=bool(args.bind))
     pub_curve = curve_from_args(args, bind=True) if args.pub else None
