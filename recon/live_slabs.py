@@ -145,16 +145,31 @@ class SlabbedSirt:
                                   self.device, actor=True, workers=[worker], allow_other_workers=False, pure=False)
 
     def _call(self, method: str, args: list[tuple]) -> list[Any]:
-        """``method(*args[i])`` on every actor at once; an actor that fails is rebuilt and asked again."""
-        calls = [getattr(a, method)(*arg) for a, arg in zip(self._actors, args)]
+        """``method(*args[i])`` on every actor at once; an actor whose worker is lost is rebuilt and asked again."""
+        calls: list[Any] = []
+        for i, (actor, arg) in enumerate(zip(self._actors, args)):
+            try:
+                calls.append(getattr(actor, method)(*arg))
+            except RuntimeError as exc:  # dask knows already: "Worker holding Actor was lost"
+                if not self._lost(i):
+                    raise
+                calls.append(exc)
         out = []
         for i, call in enumerate(calls):
             try:
+                if isinstance(call, BaseException):
+                    raise call
                 out.append(call.result(timeout=self.call_timeout_s))
-            except OSError as exc:  # the worker died (connection refused/closed) or hangs
+            except (OSError, RuntimeError) as exc:  # OSError: the worker died (connection refused/closed) or hangs
+                if not (isinstance(exc, OSError) or self._lost(i)):
+                    raise
                 self._rebuild(i, exc)
                 out.append(getattr(self._actors[i], method)(*args[i]).result(timeout=self.call_timeout_s))
         return out
+
+    def _lost(self, i: int) -> bool:
+        """Whether dask reports actor ``i``'s worker lost (its future is no longer finished)."""
+        return self._futures[i].status not in ("finished", "pending")
 
     def _rebuild(self, i: int, exc: BaseException) -> None:
         """A new actor for slab ``i`` on a surviving worker, refilled with the window's frames that the
