@@ -187,3 +187,13 @@ def test_recon_scheduler_local_end_to_end(series, capsys):
     assert metrics and metrics[-1].values["frames_seen"] == N and metrics[-1].values["slab_rebuilds"] == 0
     slices = [m for m in got if isinstance(m, SlicesMsg)]
     assert slices and slices[-1].xy.shape == (NY, NU) and slices[-1].yz.shape == (NU, NY)
+
+
+@pytest.mark.parametrize("spec, expected", [
+    ("local:0", "expected local:N with N ≥ 1 worker processes"),
+    ("tcp://127.0.0.1:9", "dask scheduler tcp://127.0.0.1:9 unreachable"),
+])
+def test_recon_scheduler_errors_are_one_line(spec, expected, capsys):
+    assert main(["recon", "--connect", "tcp://127.0.0.1:9", "--pub", "tcp://127.0.0.1:0", "--scheduler", spec]) == 2
+    err = capsys.readouterr().err.strip()
+    assert expected in err and len(err.splitlines()) == 1, err
