@@ -34,9 +34,9 @@ from tiltstream.recon.streaming import (
     Prediction,
     StreamingParams,
     StreamingSirt,
+    WindowedEstimate,
     noise_sigma,
     trim_window,
-    window_time_s,
 )
 from tiltstream.stream.validation import check_frame
 
@@ -88,7 +88,7 @@ class _Frame:
     sigma: float  # noise_sigma of the whole frame (nan when no prediction is made)
 
 
-class SlabbedSirt:
+class SlabbedSirt(WindowedEstimate):
     """The live estimate on slab actors, with :class:`StreamingSirt`'s interface (as the engine uses it).
 
     Parameters
@@ -265,26 +265,6 @@ class SlabbedSirt:
         return np.concatenate(self._call("project", [(float(angle_deg),)] * len(self.slabs)), axis=0)
 
     # -- state --------------------------------------------------------------------------------
-    @property
-    def window_size(self) -> int:
-        return len(self._window)
-
-    @property
-    def window_seqs(self) -> tuple[int, ...]:
-        return tuple(f.seq for f in self._window)
-
-    @property
-    def time_s(self) -> float:
-        if not self._window:
-            return float("nan")
-        return window_time_s(np.array([f.t_s for f in self._window]), self.params.half_life_s)
-
-    @property
-    def window_times(self) -> tuple[float, float]:
-        if not self._window:
-            return (float("nan"), float("nan"))
-        return (self._window[0].t_s, self._window[-1].t_s)
-
     def reset(self) -> None:
         """Forget everything (a new series)."""
         self._window.clear()

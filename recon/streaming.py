@@ -36,7 +36,7 @@ from tiltstream.recon.sirt import Block, inverse, sirt_step
 from tiltstream.stream.validation import FrameRejected, check_frame
 
 __all__ = ["StreamingParams", "StreamingSirt", "FrameRejected", "Prediction", "noise_sigma", "trim_window",
-           "window_time_s"]
+           "window_time_s", "WindowedEstimate"]
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,40 @@ class _Entry:
     last_used: int = -1
 
 
-class StreamingSirt:
+class WindowedEstimate:
+    """What a sliding-window estimate tells about its window, from ``self._window`` (items with ``seq``
+    and ``t_s``, oldest first) and ``self.params`` (:class:`StreamingParams`): shared by the one-process
+    estimate and the slabbed one (:class:`~.live_slabs.SlabbedSirt`)."""
+
+    _window: deque
+    params: StreamingParams
+
+    @property
+    def window_size(self) -> int:
+        return len(self._window)
+
+    @property
+    def window_seqs(self) -> tuple[int, ...]:
+        """The seqs of the frames in the window, oldest first."""
+        return tuple(e.seq for e in self._window)
+
+    @property
+    def time_s(self) -> float:
+        """The time the estimate shows: the mean acquisition time of the window's frames, weighted as
+        the updates weigh them (forgetting); nan while empty."""
+        if not self._window:
+            return float("nan")
+        return window_time_s(np.fromiter((e.t_s for e in self._window), dtype=np.float64, count=len(self._window)),
+                             self.params.half_life_s)
+
+    @property
+    def window_times(self) -> tuple[float, float]:
+        if not self._window:
+            return (float("nan"), float("nan"))
+        return (self._window[0].t_s, self._window[-1].t_s)
+
+
+class StreamingSirt(WindowedEstimate):
     """The live volume estimate. Not thread-safe: one thread calls :meth:`add_frame`/:meth:`update`.
 
     Parameters
@@ -281,30 +314,6 @@ class StreamingSirt:
         x3 = self._x.reshape(nz, nx, ny)  # the flat layout (Z·X, Y)
         return (x3[iz].T.contiguous().cpu().numpy(), x3[:, :, iy].contiguous().cpu().numpy(),
                 x3[:, ix, :].contiguous().cpu().numpy())
-
-    @property
-    def window_size(self) -> int:
-        return len(self._window)
-
-    @property
-    def window_seqs(self) -> tuple[int, ...]:
-        """The seqs of the frames in the window, oldest first."""
-        return tuple(e.seq for e in self._window)
-
-    @property
-    def time_s(self) -> float:
-        """The time the estimate shows: the mean acquisition time of the window's frames, weighted as
-        the updates weigh them (forgetting); nan while empty."""
-        if not self._window:
-            return float("nan")
-        return window_time_s(np.fromiter((e.t_s for e in self._window), dtype=np.float64, count=len(self._window)),
-                             self.params.half_life_s)
-
-    @property
-    def window_times(self) -> tuple[float, float]:
-        if not self._window:
-            return (float("nan"), float("nan"))
-        return (self._window[0].t_s, self._window[-1].t_s)
 
     def reset(self) -> None:
         """Forget everything (a new series)."""
