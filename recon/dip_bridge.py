@@ -20,12 +20,6 @@ from tiltstream.stream.protocol import FrameMsg, MetricsMsg, StartMsg, VolumeMsg
 __all__ = ["DipBridge"]
 
 
-def frames_planned(experiment: dict | None) -> int | None:
-    """The series length a start/1 announces (``experiment["n_frames_planned"]``), if any."""
-    n = (experiment or {}).get("n_frames_planned")
-    return int(n) if isinstance(n, (int, float)) and not isinstance(n, bool) and 0 < n < 10**9 else None
-
-
 class DipBridge:
     """The online DIP of one service: follows ``engine``'s series; ``wake`` is set when an estimate waits."""
 
@@ -47,8 +41,7 @@ class DipBridge:
         if msg.stream_id != self.engine.stream_id:
             return  # a series the engine refused (over budget), or frames without their start/1
         if isinstance(msg, StartMsg):
-            self.dip.start_series(msg.stream_id, tuple(msg.frame_shape), msg.pixel_nm,
-                                  frames_planned=frames_planned(msg.experiment))
+            self.dip.start_series(msg.stream_id, tuple(msg.frame_shape), msg.pixel_nm)
         elif isinstance(msg, FrameMsg) and msg.stream_id == self.dip.stream_id:
             self.dip.add_frame(msg.data, angle_deg=float(msg.angle_deg), t_s=float(msg.t_s), stream_id=msg.stream_id)
 

@@ -17,7 +17,7 @@ class ServiceStats:
     updates: int = 0
     published: int = 0
     series: int = 0
-    update_s: list[float] = field(default_factory=list)
+    update_s: list[float] = field(default_factory=list)  # updates that folded in frames (not idle refinement)
     latencies_s: list[float] = field(default_factory=list)
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
     frames_rejected_by_engine: int = 0
@@ -27,7 +27,7 @@ class ServiceStats:
     def record_update(self, metrics: dict[str, float], latencies_s: list[float]) -> None:
         """One engine update: its metrics/1 values and the latencies of the frames it folded in."""
         self.updates += 1
-        if "update_s" in metrics:
+        if "update_s" in metrics and latencies_s:
             self.update_s.append(metrics["update_s"])
         if "align_du_px" in metrics and latencies_s:  # a frame was aligned
             self.align_shifts_px.append((metrics["align_dy_px"], metrics["align_du_px"]))

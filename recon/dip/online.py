@@ -68,11 +68,8 @@ class OnlineDipConfig:
         generator's volume is noise, not news for the operator); the end-of-series estimate
         (:meth:`OnlineDip.flush`) is published regardless.
     n_times : volumes per estimate, spread evenly over the series so far (the last at its end).
-    horizon_s : initial time span the model covers (widened ×2 when outgrown); None: the planned
-        series length where the series announces it (``frames_planned`` of
-        :meth:`OnlineDip.start_series` times the frame interval so far), else twice the span of the
-        first ``min_frames`` frames. Each widening stretches the model's time axis and costs a
-        re-fit (measured: the error doubled for ~50 s), so a known length is worth announcing.
+    horizon_s : initial time span the model covers (widened ×2 when outgrown); None: twice the
+        span of the first ``min_frames`` frames.
     max_frames : stored frames at most (older training frames are dropped past it).
     device : "auto", "cpu", "cuda", ...
     nice : OS priority increase of the training thread (Linux), so intake and SIRT come first.
@@ -224,17 +221,11 @@ class RecentSampler(BatchSampler):
 class OnlineDipTrainer(DipTrainer):
     """:class:`~.fit.DipTrainer` on :class:`GrowingSeriesData` (calibrated, ≥ 3 frames)."""
 
-    def __init__(self, data: GrowingSeriesData, config: OnlineDipConfig, *, t0_s: float,
-                 frames_planned: int | None = None):
+    def __init__(self, data: GrowingSeriesData, config: OnlineDipConfig, *, t0_s: float):
         self.config = config
         p = replace(config.params, heldout_fraction=0.0, patience=None, time_limit_s=None, vol_z=data.nz)
         span = float(data.times_s.max() - t0_s)
-        if config.horizon_s is not None:
-            horizon = config.horizon_s
-        elif frames_planned is not None and frames_planned > data.n:
-            horizon = 1.05 * frames_planned * data.frame_interval_s  # the announced length, a little room
-        else:
-            horizon = 2.0 * max(span, data.frame_interval_s)
+        horizon = config.horizon_s if config.horizon_s is not None else 2.0 * max(span, data.frame_interval_s)
         geometry = DipGeometry(data.shape, (t0_s, t0_s + max(horizon, span, 1e-3)), data.value_scale)
         self._setup(data, p, geometry)
 
@@ -309,7 +300,6 @@ class OnlineDip:
         self._data_generation = -1
         self._generation = 0
         self._frame_shape: tuple[int, int] | None = None
-        self._frames_planned: int | None = None
         self._pixel_nm: float | None = None
         self.factor = 1
         self.rejected = 0
@@ -325,12 +315,9 @@ class OnlineDip:
         self.error: BaseException | None = None
 
     # -- any thread -------------------------------------------------------------------------------
-    def start_series(self, stream_id: str, frame_shape: tuple[int, int], pixel_nm: float | None = None, *,
-                     frames_planned: int | None = None) -> None:
-        """Forget the previous series; frames of ``stream_id`` come next (``frames_planned`` of them,
-        where the acquisition announces it: the model's time span is sized for the whole series)."""
+    def start_series(self, stream_id: str, frame_shape: tuple[int, int], pixel_nm: float | None = None) -> None:
+        """Forget the previous series; frames of ``stream_id`` come next."""
         with self._lock:
-            self._frames_planned = None if frames_planned is None else int(frames_planned)
             self._stream_id = stream_id
             self._frame_shape = (int(frame_shape[0]), int(frame_shape[1]))
             self.factor = bin_factor(self._frame_shape, self.config.max_edge)
@@ -453,7 +440,7 @@ class OnlineDip:
                 return
             d.calibrate(self.config.params.axis_offset_px)
             self._t0_s = float(d.times_s.min())
-            self.trainer = OnlineDipTrainer(d, self.config, t0_s=self._t0_s, frames_planned=self._frames_planned)
+            self.trainer = OnlineDipTrainer(d, self.config, t0_s=self._t0_s)
             self._steps_at_publish = (0, time.monotonic())
             log.info("online DIP: training on %d frames of %s (binned ×%d), volume %s, on %s", d.n,
                      (d.ny, d.nu), self.factor, d.shape, self.device)

@@ -158,29 +158,3 @@ def test_background_thread_trains_and_stops():
         online.stop()
     assert online.error is None
     assert got and got[-1].n_frames == len(s) and got[-1].step > 0
-
-
-@pytest.mark.parametrize("planned", [None, 40])
-def test_an_announced_series_length_sizes_the_time_span_once(planned):
-    """Without a plan the span doubles as the series outgrows it (each widening a re-fit); with the
-    start/1's planned frame count it covers the whole series from the first step."""
-    rng = np.random.default_rng(2)
-    cfg = OnlineDipConfig(params=SMALL, max_edge=None, min_frames=4, device="cpu", nice=0)
-    online = OnlineDip(cfg)
-    online.start_series("p", (4, 6), frames_planned=planned)
-    spans = []
-    for i in range(40):
-        online.add_frame(rng.random((4, 6)), angle_deg=float(i), t_s=2.0 * i)
-        online.work(steps=0)
-        if online.trainer is not None:
-            spans.append(online.trainer.model.geom.t_range_s)
-    assert spans[-1][1] >= 78.0  # covers the last frame either way
-    assert len(set(spans)) == (1 if planned else 4)  # 8 → 16 → 32 → 64 → 128 s without a plan
-
-
-def test_the_bridge_reads_the_planned_length_from_start():
-    from tiltstream.recon.dip_bridge import frames_planned
-
-    assert frames_planned({"n_frames_planned": 240}) == 240
-    assert frames_planned({"n_frames_planned": "240"}) is None and frames_planned(None) is None
-    assert frames_planned({"n_frames_planned": True}) is None and frames_planned({"n_frames_planned": -1}) is None
