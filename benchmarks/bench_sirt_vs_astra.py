@@ -169,7 +169,11 @@ def run_astra_cuda(data: dict, iterations: int) -> dict:
 
 def child(args: argparse.Namespace) -> None:
     data = dict(np.load(args.data))
-    if args.only == "tiltstream":
+    if args.only in ("tiltstream", "tiltstream-1"):
+        if args.only == "tiltstream-1":  # one torch thread: the same compute as ASTRA's "1 thread", and
+            import torch                 # no OpenMP pool to contend with other jobs on a shared machine
+
+            torch.set_num_threads(1)
         res = run_tiltstream(data, args.iterations, args.device)
     elif args.only == "astra-cuda":
         res = run_astra_cuda(data, args.iterations)
@@ -199,6 +203,7 @@ def main() -> None:
 
     gpu = torch.cuda.is_available()
     runs = [("tiltstream (torch, cpu)", "tiltstream", "cpu"),
+            ("tiltstream (torch, cpu, 1 thread)", "tiltstream-1", "cpu"),
             ("ASTRA CPU SIRT, linear, 1 thread", "astra:linear:1", "cpu"),
             ("ASTRA CPU SIRT, linear, 1 slice per core", f"astra:linear:{os.cpu_count()}", "cpu"),
             ("ASTRA CPU SIRT, strip, 1 slice per core", f"astra:strip:{os.cpu_count()}", "cpu")]

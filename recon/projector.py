@@ -196,6 +196,11 @@ class Projector:
     def flat_adjoint(self, yf: torch.Tensor) -> torch.Tensor:
         return self._adjoint_impl(yf)
 
+    def flat_adjoint_add(self, acc: torch.Tensor, yf: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+        """``acc += alpha · Aᵀ yf`` in the flat layout, in place (a sum of back-projections without a
+        new volume per term); returns ``acc``."""
+        return acc.add_(self.flat_adjoint(yf), alpha=alpha)
+
 
 class _Adjoint:
     """``A.T``: the adjoint as an operator (``A.T(y)``, ``A.T.T is A``)."""
@@ -272,11 +277,19 @@ class TorchProjector(Projector):
         n = self.matrix.shape[1] if domain else self.matrix.shape[0]
         return torch.ones(n, 1, device=self.device, dtype=self.dtype)
 
+    # ``zeros.addmm_(matrix, ·)`` rather than ``matrix @ ·``: the same product, but for a one-frame
+    # adjoint (Z·X rows, a few nonzeros each) torch's ``@`` takes a path 10× slower on the CPU
+    # (9 ms vs 0.7 ms at 128³); for many frames the two are equal.
     def flat_forward(self, xf: torch.Tensor) -> torch.Tensor:
-        return self.matrix @ xf
+        out = torch.zeros(self.matrix.shape[0], xf.shape[1], device=xf.device, dtype=xf.dtype)
+        return out.addmm_(self.matrix, xf)
 
     def flat_adjoint(self, yf: torch.Tensor) -> torch.Tensor:
-        return self.matrix_t @ yf
+        out = torch.zeros(self.matrix_t.shape[0], yf.shape[1], device=yf.device, dtype=yf.dtype)
+        return out.addmm_(self.matrix_t, yf)
+
+    def flat_adjoint_add(self, acc: torch.Tensor, yf: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+        return acc.addmm_(self.matrix_t, yf, alpha=alpha)
 
 
 def _with_rows(vol: VolumeGeometry, proj: ProjectionGeometry, ny: int) -> tuple[VolumeGeometry, ProjectionGeometry]:

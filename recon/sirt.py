@@ -90,11 +90,13 @@ def sirt_step(
         if measure:
             res2 += float(torch.sum(r * r))
             norm2 += float(torch.sum(b.y * b.y))
-        back = b.A.flat_adjoint(r.mul_(b.R))
-        if acc is None:
-            acc = back.mul_(b.weight) if b.weight != 1.0 else back
+        r.mul_(b.R)
+        if acc is None:  # the first term makes the sum's volume; the others add into it in place
+            acc = b.A.flat_adjoint(r)
+            if b.weight != 1.0:
+                acc.mul_(b.weight)
         else:
-            acc.add_(back, alpha=b.weight)
+            b.A.flat_adjoint_add(acc, r, alpha=b.weight)
     if acc is None:
         return res2, norm2
     x.add_(acc.mul_(C))
