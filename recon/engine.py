@@ -164,6 +164,10 @@ class ReconEngine:
         """True while idle refinement updates are still due."""
         return self._refine_left > 0 and self.estimator is not None and self.estimator.window_size > 0
 
+    def stop_refining(self) -> None:
+        """No more idle refinement until the next frame (after a failed update)."""
+        self._refine_left = 0
+
     @property
     def n_pending(self) -> int:
         return len(self._pending)

@@ -137,7 +137,7 @@ class ReconService:
                           getattr(msg, "stream_id", "?")[:8], exc)
         self.engine.wire_rejects = self.receiver.stats().rejects_by_reason
         n_before = len(self.engine.latencies_s)
-        outputs = self.engine.step()
+        outputs = self._engine_step()
         if outputs:
             self.stats.record_update(outputs[-1].values, self.engine.latencies_s[n_before:])
         self._publish(outputs)
@@ -145,10 +145,24 @@ class ReconService:
             joined = self.publisher.poll_subscriptions()
             idle = time.monotonic() - self._last_publish > self.resend_period_s
             if (joined or idle) and self.engine.estimator is not None:
-                self._publish(self.engine.step(force_volume=True))
+                self._publish(self._engine_step(force_volume=True))
             if joined and self.dip is not None and self.dip.last:
                 self._publish(self.dip.last, again=True)
         self._publish_dip()
+
+    def _engine_step(self, *, force_volume: bool = False) -> list[object]:
+        """``engine.step``; an error of the estimate (e.g. slab workers lost beyond repair) is counted
+        and logged (the first, then every 100th) and the service goes on taking frames."""
+        try:
+            return self.engine.step(force_volume=force_volume)
+        except (MemoryError, RuntimeError, OSError) as exc:
+            self.engine.rejected["engine_error"] += 1
+            n = self.engine.rejected["engine_error"]
+            if n == 1 or n % 100 == 0:
+                log.error("update of series %s failed (%d so far): %s: %s", (self.engine.stream_id or "?")[:8], n,
+                          type(exc).__name__, exc)
+            self.engine.stop_refining()
+            return []
 
     def _publish_dip(self) -> None:
         if self.dip is not None:

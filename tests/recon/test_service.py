@@ -293,3 +293,30 @@ def test_budget_admission_is_computed_from_the_announced_size():
     engine.handle(FrameMsg(seq=0, stream_id="h" * 32, angle_deg=0.0, t_s=0.0, exposure_s=0.1,
                            data=np.zeros((1024, 1024), np.uint16)))
     assert engine.rejected == {"over_budget": 2} and engine.estimator is None
+
+
+def test_a_failing_update_is_counted_and_the_service_goes_on(series):
+    """An error of the estimate (e.g. slab workers lost beyond repair) must not stop the service."""
+    with FrameSender(tcp_endpoint(0)) as tx:
+        svc = ReconService(tx.endpoint, None, EngineConfig(device="cpu", idle_refine_steps=0))
+        real_step, calls = svc.engine.step, []
+
+        def flaky(**kw):
+            calls.append(kw)
+            if len(calls) == 3:
+                raise RuntimeError("slab worker lost and no worker left")
+            return real_step(**kw)
+
+        svc.engine.step = flaky
+        sid = "f" * 32
+        with Running(svc):
+            assert tx.send(start(sid, series))
+            for i in range(12):
+                assert tx.send(frame(sid, series, i))
+                time.sleep(0.02)
+            deadline = time.monotonic() + 20
+            while svc.stats.frames_received < 12 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(0.3)
+    assert svc.engine.rejected["engine_error"] == 1
+    assert svc.stats.frames_received == 12 and svc.engine.estimator.n_frames_seen >= 10  # it went on
