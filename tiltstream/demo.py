@@ -52,8 +52,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("--size", type=positive_int, default=64, help="volume edge in voxels (default 64)")
     s.add_argument("--frames", type=positive_int, default=240, help="frames in the series (default 240)")
     s.add_argument("--dose", type=float, default=3000.0, metavar="E_PER_A2", help="dose per frame (default 3000)")
-    s.add_argument("--speed", type=positive_float, default=20.0,
-                   help="× real time of the simulated microscope (default 20)")
+    s.add_argument("--speed", type=positive_float, default=5.0,
+                   help="× real time of the simulated microscope (default 5: a 3-minute acquisition, time "
+                        "for the online DIP to catch up with the live SIRT on a CPU)")
     s.add_argument("--window", type=positive_int, default=60, metavar="N",
                    help="frames per time point, live and in 4-D (default 60)")
     s.add_argument("--device", default="auto", help="auto, cpu or cuda")
