@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -121,6 +121,40 @@ class SpaceTimeGenerator(nn.Module):
         self.head = nn.Sequential(nn.Conv2d(c_in, 4, 3, padding=1), nn.PixelShuffle(2))
         self.output = params.output
         self.channels = tuple(channels)
+
+    def double_time_span(self, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Double the covered time span from its start, keeping the function of time the model has
+        learnt: after ``t_range_s = (t0, t1) → (t0, 2 t1 − t0)`` the normalised time of every old time
+        is ``x' = (x − 1) / 2``, so octave k of the new encoding equals octave k − 1 of the old one
+        (octave 1 the negated old octave 0; octave 0 is new; the linear term doubles and shifts the
+        bias). The first layer's time columns are moved accordingly (and ``optimizer``'s moments with
+        them). Exact but for the old highest octave, which has no place in the new encoding."""
+        t0, t1 = self.geom.t_range_s
+        self.geom = replace(self.geom, t_range_s=(t0, t0 + 2.0 * (t1 - t0)))
+        first = self.mapping[0]
+        k = self.enc_t.freqs.numel()
+        sin, cos = slice(1, 1 + k), slice(1 + k, 1 + 2 * k)
+
+        def move(w: torch.Tensor, *, signed: bool) -> None:
+            for cols in (sin, cos):
+                old = w[:, cols].clone()
+                w[:, cols] = 0.0
+                if k > 1:
+                    w[:, cols.start + 1] = -old[:, 0] if signed else old[:, 0]
+                    w[:, cols.start + 2:cols.stop] = old[:, 1:k - 1]
+
+        with torch.no_grad():
+            w = first.weight
+            first.bias.add_(w[:, 0])  # x_old = 2 x_new + 1
+            w[:, 0].mul_(2.0)
+            move(w, signed=True)
+            state = {} if optimizer is None else optimizer.state.get(first.weight, {})
+            if "exp_avg" in state:
+                state["exp_avg"][:, 0].mul_(2.0)
+                move(state["exp_avg"], signed=True)
+            if "exp_avg_sq" in state:
+                state["exp_avg_sq"][:, 0].mul_(4.0)
+                move(state["exp_avg_sq"], signed=False)
 
     # -- construction -------------------------------------------------------------------------
     def reset_parameters(self, generator: torch.Generator, *, start_value: float = 0.1) -> None:

@@ -237,18 +237,17 @@ class OnlineDipTrainer(DipTrainer):
         return max(learning_rate(self.step, self.params), self.config.lr_floor * self.params.lr)
 
     def cover_until(self, t_s: float) -> bool:
-        """Widen the model's time span (×2 from its start) until it covers ``t_s``; True if widened.
-        The weights stay (warm start): the model re-fits the stretched time axis within steps."""
-        g = self.model.geom
-        t0, t1 = g.t_range_s
-        if t_s <= t1:
+        """Double the model's time span (from its start) until it covers ``t_s``; True if widened.
+        The learnt function of time is kept (:meth:`~.model.SpaceTimeGenerator.double_time_span`
+        moves the time encoding's octaves), so the model goes on where it was instead of re-fitting a
+        stretched time axis (that re-fit doubled the error for ~50 s: benchmarks/RESULTS.md)."""
+        if t_s <= self.model.geom.t_range_s[1]:
             return False
-        while t1 < t_s:
-            t1 = t0 + 2.0 * (t1 - t0)
-        geom = replace(g, t_range_s=(t0, t1))
-        for m in (self.model, self.ema_model):
-            if m is not None:
-                m.geom = geom
+        while self.model.geom.t_range_s[1] < t_s:
+            self.model.double_time_span(self.optimizer)
+            if self.ema_model is not None:
+                self.ema_model.double_time_span()
+        t0, t1 = self.model.geom.t_range_s
         log.info("online DIP: time span widened to %.1f–%.1f s", t0, t1)
         return True
 

@@ -274,3 +274,30 @@ def test_cuda_mixed_precision_and_compile(tiny_series, amp):
     vols, info = reconstruct_dip(frames, angles, times, [3.0, 20.0], params)
     assert info["amp"] == {"bf16": "bfloat16", "fp16": "float16"}[amp]
     assert np.all(np.isfinite(vols)) and info["heldout_nrmse"] < 1.0
+
+
+def test_doubling_the_time_span_keeps_what_the_model_learnt():
+    """After (t0, t1) → (t0, 2 t1 − t0) every old time maps to (x − 1)/2: moving the time octaves
+    keeps the model's volumes exactly (once the old highest octave, which has no place, is zero); the
+    plain stretch the online DIP used to do changes them (it then had to re-fit)."""
+    params = DipParams(mlp_width=16, mlp_depth=2, decoder_width=8, t_frequencies=4)
+    geom = DipGeometry((8, 4, 8), (5.0, 25.0), 1.0)
+    model = build_generator(geom, params, generator=torch.Generator().manual_seed(1), start_value=0.5).double()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    t = torch.linspace(5.0, 25.0, 9, dtype=torch.float64)
+    y = torch.full_like(t, 1.5)
+    model(t, y).square().sum().backward()
+    opt.step()  # the first layer has Adam moments now
+    k = model.enc_t.freqs.numel()
+    first = model.mapping[0]
+    with torch.no_grad():
+        first.weight[:, k].zero_()  # the old highest octave (sin, cos) has no place after doubling
+        first.weight[:, 2 * k].zero_()
+    before = model(t, y).detach()
+    model.geom = DipGeometry((8, 4, 8), (5.0, 45.0), 1.0)  # the old way: only the span changes
+    assert (model(t, y).detach() - before).abs().max() > 1e-2
+    model.geom = geom
+    model.double_time_span(opt)
+    assert model.geom.t_range_s == (5.0, 45.0)
+    torch.testing.assert_close(model(t, y).detach(), before, rtol=1e-6, atol=1e-7)  # (float32 octave constants)
+    assert torch.isfinite(opt.state[first.weight]["exp_avg_sq"]).all()
