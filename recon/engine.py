@@ -218,7 +218,7 @@ class ReconEngine:
 
     def _sweep_steps(self) -> int:
         """Ordered-subset steps that visit every frame of the window once."""
-        return -(-self.estimator.window_size // self.config.streaming.subset_size)
+        return self.config.streaming.sweep_steps(self.estimator.window_size)
 
     def _idle_steps(self) -> int:
         cfg = self.config

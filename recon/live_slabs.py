@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -178,9 +178,7 @@ class SlabbedSirt(WindowedEstimate):
         dead = str(getattr(self._actors[i], "_address", "?"))
         with contextlib.suppress(Exception):
             lost.release()  # else the scheduler re-creates the lost actor, empty, elsewhere
-        mine = {}
-        for a in self._actors:
-            mine[str(getattr(a, "_address", ""))] = mine.get(str(getattr(a, "_address", "")), 0) + 1
+        mine = Counter(str(getattr(a, "_address", "")) for a in self._actors)
         worker = min(self._workers(exclude=(dead,)), key=lambda w: mine.get(w, 0))
         pending = {id(f) for f in self._pending}
         held = [f for f in self._window if id(f) not in pending]
@@ -189,7 +187,7 @@ class SlabbedSirt(WindowedEstimate):
                   worker, len(held))
         self._futures[i] = self._submit(slab, worker)
         self._actors[i] = self._futures[i].result(timeout=self.call_timeout_s)
-        sweeps = 4 * -(-len(held) // self.params.subset_size)
+        sweeps = 4 * self.params.sweep_steps(len(held))
         self._actors[i].step(self._rows(held, slab), sweeps).result(timeout=self.call_timeout_s)
         self.slab_rebuilds += 1
 

@@ -43,7 +43,7 @@ def resume_series(path: str | Path, engine: ReconEngine, receiver: FrameReceiver
     seqs = series.extra.get("seq")  # a tiltstream recording numbers its frames; other files do not
     receiver.expect_series(sid, None if seqs is None or not len(seqs) else int(np.max(seqs)))
     engine.step()
-    engine.estimator.update(steps=4 * -(-keep // engine.config.streaming.subset_size))
+    engine.estimator.update(steps=4 * engine.config.streaming.sweep_steps(keep))
     log.info("resumed series %s from %s: last %d of %d frames", sid[:8], path, series.n_frames - first,
              series.n_frames)
     return sid

@@ -77,6 +77,10 @@ class StreamingParams:
         if not (0 < self.relaxation < 2):
             raise ValueError(f"relaxation: expected 0 < λ < 2, got {self.relaxation}")
 
+    def sweep_steps(self, n_frames: int) -> int:
+        """Ordered-subset steps that visit each of ``n_frames`` window frames once."""
+        return -(-int(n_frames) // self.subset_size)
+
 
 def noise_sigma(frame: np.ndarray) -> float:
     """Robust noise level of a (Y, U) frame: the median absolute deviation of the differences of
