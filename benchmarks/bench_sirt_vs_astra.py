@@ -8,7 +8,11 @@ at golden-ratio angles over ±70°, then runs, each in its own process (so peak 
 * tiltstream SIRT (sparse strip-model projector, torch, all Y-slices at once),
 * ASTRA CPU SIRT, slice by slice (ASTRA's CPU algorithms are 2-D), 'linear' and 'strip' kernels,
   single-threaded and with one slice per core,
-* where a GPU is present: ASTRA SIRT3D_CUDA and tiltstream on CUDA (--size 256 --angles 128).
+* where a GPU is present: ASTRA SIRT3D_CUDA and tiltstream on CUDA (--size 256 --angles 128),
+* with ``--baseline REV``: tiltstream as it was at git revision REV, in the same run (a speed-up
+  recorded on another day compares two machines' moods, not two versions of the code).
+
+``--repeats K`` runs the whole list K times, interleaved, and reports each method's median.
 
 Same iterations, same positivity. Reports time per iteration, the ratio, NRMSE against the truth and
 peak RSS. Prints a Markdown table for benchmarks/RESULTS.md.
@@ -23,8 +27,10 @@ import platform
 import resource
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
+import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -167,6 +173,30 @@ def run_astra_cuda(data: dict, iterations: int) -> dict:
     return {"s_per_iter": t, "nrmse": nrmse(astra.data3d.get(rid), truth)}
 
 
+def baseline_tree(rev: str, dest: Path) -> Path:
+    """tiltstream at git revision ``rev`` as an importable tree under ``dest`` (for PYTHONPATH): the
+    revision's files, with its ``package-dir`` folders placed where ``import tiltstream.*`` finds them."""
+    repo = Path(__file__).resolve().parents[1]
+    archive = dest / "src.tar"
+    with archive.open("wb") as f:
+        subprocess.run(["git", "-C", str(repo), "archive", rev], stdout=f, check=True)
+    src = dest / "src"
+    with tarfile.open(archive) as tar:
+        tar.extractall(src, filter="data")
+    mapping = tomllib.loads((src / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    root = dest / "site"
+    for package, folder in sorted(mapping.items()):  # "tiltstream" first, then its sub-packages
+        target = root.joinpath(*package.split("."))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if package == "tiltstream":
+            target.mkdir()
+            for item in (src / folder).iterdir():
+                (target / item.name).symlink_to(item)
+        else:
+            target.symlink_to(src / folder)
+    return root
+
+
 def child(args: argparse.Namespace) -> None:
     data = dict(np.load(args.data))
     if args.only in ("tiltstream", "tiltstream-1"):
@@ -191,6 +221,8 @@ def main() -> None:
     p.add_argument("--iterations", type=int, default=50)
     p.add_argument("--dose", type=float, default=2000.0, help="e-/Å² per frame")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--baseline", metavar="REV", help="also time tiltstream at this git revision, same run")
+    p.add_argument("--repeats", type=int, default=1, help="run the list this many times, interleaved (median)")
     p.add_argument("--only", help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)
     p.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
@@ -210,26 +242,37 @@ def main() -> None:
     if gpu:
         runs = [("tiltstream (torch, cuda)", "tiltstream", "cuda"), ("ASTRA SIRT3D_CUDA", "astra-cuda", "cuda")] + runs
     with tempfile.TemporaryDirectory() as tmp:
+        env = {None: None}
+        if args.baseline:
+            runs[2:2] = [(f"tiltstream at {args.baseline} (torch, cpu)", "tiltstream", "cpu", args.baseline),
+                         (f"tiltstream at {args.baseline} (torch, cpu, 1 thread)", "tiltstream-1", "cpu",
+                          args.baseline)]
+            env[args.baseline] = {**os.environ, "PYTHONPATH": str(baseline_tree(args.baseline, Path(tmp)))}
         data = Path(tmp) / "data.npz"
         t0 = time.perf_counter()
         make_data(data, args.size, args.angles, args.dose, args.seed)
         print(f"simulated {args.size}³ × {args.angles} angles in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-        results = {}
-        for label, only, device in runs:
-            cmd = [sys.executable, __file__, "--only", only, "--data", str(data), "--iterations",
-                   str(args.iterations), "--device", device]
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            if proc.returncode != 0:
-                print(f"{label}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
-                continue
-            results[label] = json.loads(proc.stdout.strip().splitlines()[-1])
-            print(f"{label}: {results[label]}", file=sys.stderr)
+        samples: dict[str, list[dict]] = {}
+        for _ in range(args.repeats):
+            for label, only, device, *rev in runs:
+                cmd = [sys.executable, __file__, "--only", only, "--data", str(data), "--iterations",
+                       str(args.iterations), "--device", device]
+                proc = subprocess.run(cmd, capture_output=True, text=True, check=False,
+                                      env=env[rev[0] if rev else None], cwd=tmp)
+                if proc.returncode != 0:
+                    print(f"{label}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
+                    continue
+                samples.setdefault(label, []).append(json.loads(proc.stdout.strip().splitlines()[-1]))
+                print(f"{label}: {samples[label][-1]}", file=sys.stderr)
+    results = {label: {k: float(np.median([s[k] for s in runs_])) for k in runs_[0]}
+               for label, runs_ in samples.items()}
 
     base = next(v for k, v in results.items() if k.startswith("tiltstream"))
     print(f"\n{time.strftime('%Y-%m-%d')}, {platform.node()}, {os.cpu_count()} CPU cores, torch "
           f"{torch.__version__}, {'GPU: ' + torch.cuda.get_device_name() if gpu else 'no GPU'}; "
           f"{args.size}³ volume, {args.angles} golden-ratio angles (±70°), {args.iterations} iterations, "
-          f"positivity, Poisson noise at {args.dose:g} e⁻/Å² per frame\n")
+          f"positivity, Poisson noise at {args.dose:g} e⁻/Å² per frame; median of {args.repeats} interleaved "
+          f"repeat(s)\n")
     print("| method | s / iteration | tiltstream speed-up | NRMSE vs truth | peak RSS (MB) |")
     print("|---|---|---|---|---|")
     for label, r in results.items():

@@ -268,10 +268,6 @@ class TorchProjector(Projector):
         n, ny, nu = y.shape
         return y.permute(0, 2, 1).reshape(n * nu, ny).contiguous()
 
-    def from_flat_proj(self, yf: torch.Tensor) -> torch.Tensor:
-        n, ny, nu = self.range_shape
-        return yf.reshape(n, nu, ny).permute(0, 2, 1).clone(memory_format=torch.contiguous_format)
-
     def flat_ones(self, *, domain: bool) -> torch.Tensor:
         # every Y-slice has the same matrix: one column of ones stands for all of them
         n = self.matrix.shape[1] if domain else self.matrix.shape[0]
