@@ -138,12 +138,15 @@ class BatchSampler:
             self.pos += take.numel()
             need -= take.numel()
         frames = torch.cat(picks)
+        return frames, self.rows(frames.numel())
+
+    def rows(self, n_frames: int) -> torch.Tensor:
+        """(F, R) row indices for ``n_frames`` frames: all rows, or ``batch_rows`` random ones per frame
+        (ascending)."""
         if self.batch_rows is None:
-            rows = torch.arange(self.ny).expand(frames.numel(), -1)
-        else:
-            keys = torch.rand(frames.numel(), self.ny, generator=self.gen)
-            rows = torch.sort(torch.argsort(keys, dim=1)[:, : self.batch_rows], dim=1).values
-        return frames, rows
+            return torch.arange(self.ny).expand(n_frames, -1)
+        keys = torch.rand(n_frames, self.ny, generator=self.gen)
+        return torch.sort(torch.argsort(keys, dim=1)[:, : self.batch_rows], dim=1).values
 
     def state_dict(self) -> dict:
         return {"gen": self.gen.get_state(), "order": self.order.clone(), "pos": self.pos}

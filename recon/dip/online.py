@@ -46,9 +46,13 @@ def _online_params() -> DipParams:
     # a smaller generator than offline (it must keep up on a CPU beside the streaming SIRT) and no
     # held-out split from the params: the online data hold out every k-th frame themselves. The
     # offline schedule (lr 5e-3, half-life 2000 steps): the former online one (2e-3, 500) ended a
-    # real-time series 15 % worse against the truth (benchmarks/RESULTS.md, online DIP time to quality)
-    return DipParams(steps=10**9, mlp_width=128, decoder_width=48, batch_frames=8, lr=5e-3, lr_half_life=2000.0,
-                     eval_every=10**9, heldout_fraction=0.0, ema_decay=0.98)
+    # real-time series 15 % worse against the truth. 4 random rows of each of 8 frames per step, not
+    # whole frames: a step costs what its generated slices cost, so this is ~14× the steps per second,
+    # and online the DIP is short of steps, not of data (a real-time 64³ series, one minute in: 0.061
+    # with 4 rows, 0.071 with 8, 0.10 with 16, 0.17 with whole frames; benchmarks/RESULTS.md, online
+    # DIP time to quality)
+    return DipParams(steps=10**9, mlp_width=128, decoder_width=48, batch_frames=8, batch_rows=4, lr=5e-3,
+                     lr_half_life=2000.0, eval_every=10**9, heldout_fraction=0.0, ema_decay=0.995)
 
 
 @dataclass(frozen=True)
@@ -83,7 +87,7 @@ class OnlineDipConfig:
     recent_frames: int = 32
     lr_floor: float = 0.2
     publish_period_s: float = 10.0
-    first_publish_steps: int = 50
+    first_publish_steps: int = 150
     n_times: int = 6
     horizon_s: float | None = None
     max_frames: int = 20_000
@@ -198,11 +202,13 @@ class GrowingSeriesData:
 
 
 class RecentSampler(BatchSampler):
-    """Whole frames; half of every batch from the newest ``recent`` training frames, half from all
-    of them (new frames get fitted at once, old ones are not forgotten). Follows a growing set."""
+    """Half of every batch from the newest ``recent`` training frames, half from all of them (new
+    frames get fitted at once, old ones are not forgotten); rows as :class:`BatchSampler`'s. Follows
+    a growing set."""
 
-    def __init__(self, data: GrowingSeriesData, *, batch_frames: int, recent: int, seed: int):
-        super().__init__(np.zeros(1, dtype=np.int64), data.ny, batch_frames=batch_frames, batch_rows=None,
+    def __init__(self, data: GrowingSeriesData, *, batch_frames: int, batch_rows: int | None, recent: int,
+                 seed: int):
+        super().__init__(np.zeros(1, dtype=np.int64), data.ny, batch_frames=batch_frames, batch_rows=batch_rows,
                          seed=seed)
         self.data = data
         self.recent = int(recent)
@@ -215,7 +221,7 @@ class RecentSampler(BatchSampler):
         newest = train[-self.recent:]
         picks = torch.cat([newest[torch.randint(newest.numel(), (n_new,), generator=self.gen)],
                            train[torch.randperm(train.numel(), generator=self.gen)[: f - n_new]]])
-        return picks, torch.arange(self.ny).expand(picks.numel(), -1)
+        return picks, self.rows(picks.numel())
 
 
 class OnlineDipTrainer(DipTrainer):
@@ -230,8 +236,8 @@ class OnlineDipTrainer(DipTrainer):
         self._setup(data, p, geometry)
 
     def _make_sampler(self) -> BatchSampler:
-        return RecentSampler(self.data, batch_frames=self.params.batch_frames, recent=self.config.recent_frames,
-                             seed=self.params.seed)
+        return RecentSampler(self.data, batch_frames=self.params.batch_frames, batch_rows=self.params.batch_rows,
+                             recent=self.config.recent_frames, seed=self.params.seed)
 
     def learning_rate(self) -> float:
         return max(learning_rate(self.step, self.params), self.config.lr_floor * self.params.lr)

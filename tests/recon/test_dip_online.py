@@ -3,6 +3,7 @@ span widening, bad frames, new series, and quality improving as a simulated seri
 
 import math
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -66,10 +67,11 @@ def streamed_rod():
     return simulate_series(ph, n_frames=n, blur=False)
 
 
-def test_online_dip_warm_starts_and_improves_as_the_series_streams_in(streamed_rod):
+@pytest.mark.parametrize("batch_rows", [None, 4], ids=["whole-frames", "rows"])
+def test_online_dip_warm_starts_and_improves_as_the_series_streams_in(streamed_rod, batch_rows):
     s = streamed_rod
     estimates = []
-    cfg = OnlineDipConfig(params=SMALL, max_edge=None, min_frames=12, heldout_every=8, publish_period_s=0.0,
+    cfg = OnlineDipConfig(params=replace(SMALL, batch_rows=batch_rows), max_edge=None, min_frames=12, heldout_every=8, publish_period_s=0.0,
                           n_times=4, device="cpu", nice=0)
     online = OnlineDip(cfg, on_estimate=estimates.append)
     online.start_series("s1", s.frames.shape[1:])
@@ -107,6 +109,30 @@ def test_online_dip_warm_starts_and_improves_as_the_series_streams_in(streamed_r
     assert last.heldout_nrmse is not None and last.heldout_nrmse < 0.25
     m = last.metrics()
     assert m["dip_frames"] == len(s) and m["dip_steps"] == last.step and "dip_heldout_nrmse" in m
+
+
+def test_online_batches_take_random_rows_of_new_and_old_frames():
+    """With ``batch_rows`` each batch frame contributes that many distinct rows (ascending, all rows
+    drawn over time); half the frames come from the newest ``recent_frames``."""
+    cfg = OnlineDipConfig(params=replace(SMALL, batch_frames=8, batch_rows=4), max_edge=None, min_frames=3,
+                          recent_frames=6, heldout_every=1000, device="cpu", nice=0)
+    online = OnlineDip(cfg)
+    online.start_series("a", (12, 10))
+    rng = np.random.default_rng(2)
+    for i in range(40):
+        online.add_frame(rng.random((12, 10)), angle_deg=float(i), t_s=float(i))
+    online.work(steps=0)
+    sampler = online.trainer.sampler
+    seen_rows, newest_share = set(), []
+    for _ in range(50):
+        picks, rows = sampler.next()
+        assert picks.shape == (8,) and rows.shape == (8, 4)
+        assert bool((rows.diff(dim=1) > 0).all()) and int(rows.min()) >= 0 and int(rows.max()) < 12
+        seen_rows.update(rows.flatten().tolist())
+        newest_share.append(float((picks[:4] >= 34).float().mean()))
+    assert seen_rows == set(range(12)) and min(newest_share) == 1.0
+    loss = online.trainer.train_step()
+    assert math.isfinite(loss) and online.trainer.step == 1
 
 
 def test_bad_frames_and_other_series_are_refused_and_counted():
