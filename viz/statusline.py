@@ -36,23 +36,32 @@ class StatusLine:
         self.source.setVisible(False)
         for label in (self.state, self.where, self.numbers, self.source, self.message):
             label.setTextFormat(QtCore.Qt.TextFormat.RichText)
-            bar.addWidget(label, 1 if label is self.message else 0)
+        # state and numbers keep their width; the DIP's progress, the endpoints and the message share
+        # what is left (the progress twice as much) and are cut short on a narrow window (whole in their
+        # tooltips), rather than drawn over each other
+        for label in (self.where, self.source, self.message):
+            label.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred)
+        for label, stretch in ((self.state, 0), (self.where, 1), (self.numbers, 0), (self.source, 2), (self.message, 1)):
+            bar.addWidget(label, stretch)
 
     def show(self, st: Status) -> None:
         """Show ``st`` (and the notice, while it lasts, in place of its message)."""
-        for label, text in ((self.state, texts.state_html(st)), (self.where, texts.where_html(st)),
-                            (self.numbers, texts.numbers_html(st))):
+        for label, text in ((self.state, texts.state_html(st)), (self.numbers, texts.numbers_html(st))):
             label.setText(text)
             label.setMinimumWidth(label.sizeHint().width())
+        where = texts.where_html(st)
+        self.where.setText(where)
+        self.where.setToolTip(where)
         source = texts.source_html(st)
         if source is not None:
             self.source.setText(source)
-            self.source.setMinimumWidth(self.source.sizeHint().width())
+            self.source.setToolTip(source)
         self.source.setVisible(source is not None)
         message, level = st.message, st.level
         if self._notice is not None and self.clock() < self._notice[2]:
             message, level = self._notice[0], self._notice[1]
         self.message.setText(texts.message_html(message, level))
+        self.message.setToolTip(message)
 
     def notice(self, text: str, level: str = "info") -> None:
         """Show ``text`` for ``notice_s`` seconds in place of the model's message (from the next :meth:`show`)."""

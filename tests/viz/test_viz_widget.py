@@ -279,3 +279,36 @@ def test_dip_selected_the_panels_slider_status_and_snapshot_show_the_dip(app, ph
         assert not w.controls.time_label.text().startswith("DIP")
     finally:
         dispose(w)
+
+
+def test_status_line_parts_never_overlap_on_a_narrow_window(app):
+    """With a DIP, long endpoints and a message, the parts need more than 1600 px: state and numbers
+    stay whole, so does the DIP's progress at 1600 px; the endpoints, the message (and the progress on
+    a narrower window) give way (whole in their tooltips) instead of being drawn over the others."""
+    from tiltstream.viz.records import Status
+    from tiltstream.viz.statusline import StatusLine
+
+    st = Status(recon_endpoint="tcp://127.0.0.1:46293", frames_endpoint="tcp://127.0.0.1:34967", state="ended",
+                series_id=SID, frames_per_s=3.6, display_fps=14, latency_s=1.8, end_to_end_s=1.827,
+                frames_seen=120, frames_dropped=0, updates_dropped=3, rejected=0,
+                message="series 01234567 ended (complete, 120 frames)", level="info", source="dip",
+                dip_available=True, dip_frames=120, dip_steps=500, dip_heldout_nrmse=0.117, dip_age_s=2.0)
+    for width in (1600, 1100, 2400):
+        w = QtWidgets.QMainWindow()
+        try:
+            w.resize(width, 300)
+            line = StatusLine(w.statusBar())
+            w.show()
+            line.show(st)
+            for _ in range(3):
+                app.processEvents()
+            parts = [line.state, line.where, line.numbers, line.source, line.message]
+            assert all(p.isVisible() for p in parts)
+            boxes = [p.geometry() for p in parts]
+            for a, b in zip(boxes, boxes[1:]):
+                assert a.right() < b.left(), (width, [(g.left(), g.right()) for g in boxes])
+            for p in (line.state, line.numbers) + ((line.source,) if width >= 1600 else ()):
+                assert p.width() >= p.sizeHint().width()
+            assert "tcp://127.0.0.1:34967" in line.where.toolTip() and "120 frames" in line.message.toolTip()
+        finally:
+            dispose(w)
