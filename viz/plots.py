@@ -173,6 +173,7 @@ class TracesPanel(pg.GraphicsLayoutWidget):
         right.setPen(pg.mkPen(THEME["dip"]))
         right.setTextPen(pg.mkPen(THEME["dip"]))
         right.setLabel(html("DIP", color=THEME["dip"], size="8pt"))
+        right.enableAutoSIPrefix(False)  # an NRMSE of 0.02 reads 0.02, not 20 (×0.001)
         p.showAxis("right", False)
 
         def sync(*args: object) -> None:

@@ -260,6 +260,12 @@ def test_dip_selected_the_panels_slider_status_and_snapshot_show_the_dip(app, ph
         assert "DIP</b>" in text and "72</b> frames fitted" in text and "0.183" in text
         assert w.status_line.source.isVisibleTo(w)
         assert "dip_heldout_nrmse" in w.traces.curves and w.traces.plots["loss"].getAxis("right").isVisible()
+        for seq, t, score in ((4, 49.0, 0.021), (5, 50.0, 0.025)):  # small scores read as they are, not ×0.001
+            model.ingest(MetricsMsg(stream_id=SID, seq=seq, t_s=t, values={"dip_heldout_nrmse": score}))
+        w.refresh(force=True)
+        w.grab()  # the score axis takes its range (and would take an SI prefix) when drawn
+        right = w.traces.plots["loss"].getAxis("right")
+        assert right.autoSIPrefixScale == 1.0 and "0.001" not in right.labelString()
         w.controls.slider.setValue(0)
         assert w.shown_view.t_s == 0.0 and not model.follow_live
         assert w.traces.markers[0].isVisible() and w.traces.markers[0].value() == 0.0
