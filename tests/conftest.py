@@ -91,3 +91,23 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def simulated_recording(tmp_path_factory):
+    """``make(size=, frames=, seed=)``: the path of a dynamic-nanorod recording written by
+    ``tiltstream simulate`` (dose 4000 e⁻/Å² per frame), one per set of arguments per test session."""
+    from tiltstream.cli import main  # noqa: PLC0415
+
+    made: dict[tuple[int, int, int], Path] = {}
+
+    def make(*, size: int, frames: int, seed: int) -> Path:
+        key = (size, frames, seed)
+        if key not in made:
+            out = tmp_path_factory.mktemp("recording") / f"rod_{size}_{frames}_{seed}.h5"
+            assert main(["simulate", "--phantom", "nanorod", "--size", str(size), "--frames", str(frames),
+                         "--dose", "4000", "--seed", str(seed), "--out", str(out)]) == 0
+            made[key] = out
+        return made[key]
+
+    return make

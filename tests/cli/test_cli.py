@@ -12,11 +12,8 @@ from tiltstream.cli import main
 
 
 @pytest.fixture(scope="module")
-def recording(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cli") / "rod.h5"
-    assert main(["simulate", "--phantom", "nanorod", "--size", "20", "--frames", "48", "--dose", "4000",
-                 "--seed", "3", "--out", str(out)]) == 0
-    return out
+def recording(simulated_recording):
+    return simulated_recording(size=20, frames=48, seed=3)
 
 
 def test_info_reports_the_series(recording, capsys):

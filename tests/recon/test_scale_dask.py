@@ -124,11 +124,8 @@ def test_without_the_extra_scheduler_names_the_install(tmp_path, capsys, monkeyp
 
 
 @pytest.fixture(scope="module")
-def recording(tmp_path_factory):
-    out = tmp_path_factory.mktemp("scale") / "rod.h5"
-    assert main(["simulate", "--phantom", "nanorod", "--size", "24", "--frames", "40", "--dose", "4000",
-                 "--seed", "5", "--out", str(out)]) == 0
-    return out
+def recording(simulated_recording):
+    return simulated_recording(size=24, frames=40, seed=5)
 
 
 @pytest.mark.parametrize("name", ["slabs.h5", "slabs.zarr"])

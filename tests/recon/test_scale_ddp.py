@@ -61,10 +61,8 @@ def test_too_small_a_batch_and_no_group_are_refused(series):
     assert isinstance(DipTrainer(*series, DipParams(**SMALL)).train_step(), float)
 
 
-def test_cli_nproc_writes_the_result_and_resumes(tmp_path, capsys):
-    rec = tmp_path / "rod.h5"
-    assert main(["simulate", "--phantom", "nanorod", "--size", "16", "--frames", "30", "--dose", "4000",
-                 "--seed", "2", "--out", str(rec)]) == 0
+def test_cli_nproc_writes_the_result_and_resumes(tmp_path, capsys, simulated_recording):
+    rec = simulated_recording(size=16, frames=30, seed=2)
     out = tmp_path / "dip.h5"
     assert main(["reconstruct", str(rec), "--method", "dip", "--nproc", "2", "--steps", "10", "--device", "cpu",
                  "--times", "20,60", "--out", str(out)]) == 0

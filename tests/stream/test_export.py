@@ -120,11 +120,9 @@ def test_cli_export_to_every_format(result, tmp_path, capsys):
     assert "--interpolate: expected --time T" in capsys.readouterr().err
 
 
-def test_reconstruct_out_zarr_gives_an_ome_zarr_result(tmp_path):
+def test_reconstruct_out_zarr_gives_an_ome_zarr_result(tmp_path, simulated_recording):
     pytest.importorskip("ome_zarr", reason="OME-Zarr needs the [zarr] extra")
-    rec = tmp_path / "rod.h5"
-    assert main(["simulate", "--phantom", "nanorod", "--size", "12", "--frames", "16", "--seed", "1", "--dose", "4000",
-                 "--out", str(rec)]) == 0
+    rec = simulated_recording(size=12, frames=16, seed=1)
     out = tmp_path / "r.zarr"
     assert main(["reconstruct", str(rec), "--method", "fbp", "--device", "cpu", "--out", str(out)]) == 0
     assert (out / "zarr.json").is_file()
