@@ -65,9 +65,10 @@ def strip_footprint(
     centre = torch.round(u)
     taps = torch.arange(-(N_TAPS // 2), N_TAPS // 2 + 1, device=dev, dtype=dt).reshape(1, -1, 1)
     bins_f = centre + taps  # (A, T, V)
-    s_hi = bins_f + 0.5 - u
-    s_lo = bins_f - 0.5 - u
-    w = _trapezoid_cdf(s_hi, a, b) - _trapezoid_cdf(s_lo, a, b)
+    # the CDF at the T + 1 bin edges once (neighbouring bins share an edge), differenced per bin
+    edges = torch.cat([taps - 0.5, taps[:, -1:] + 0.5], dim=1)
+    cdf = _trapezoid_cdf(centre - u + edges, a, b)  # (A, T + 1, V)
+    w = cdf[:, 1:] - cdf[:, :-1]
     on_det = (bins_f >= 0) & (bins_f <= n_det - 1)
     w = torch.where(on_det, w, torch.zeros((), device=dev, dtype=dt))
     bins = bins_f.clamp(0, n_det - 1).to(torch.int64)
