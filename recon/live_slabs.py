@@ -104,11 +104,8 @@ class SlabbedSirt(WindowedEstimate):
                  det_cols: int | None = None, axis_offset_px: float = 0.0, device: str = "auto",
                  slab_rows: int | None = None, call_timeout_s: float = 120.0):
         self.client = client
-        self.params = params or StreamingParams()
-        self.vol_shape = tuple(int(s) for s in vol_shape)
-        nz, ny, nx = self.vol_shape
-        self.frame_shape = (ny, int(det_cols or nx))
-        self.axis_offset_px = float(axis_offset_px)
+        self._set_geometry(vol_shape, params, det_cols, axis_offset_px)
+        ny = self.vol_shape[1]
         self.device = str(device)
         self.call_timeout_s = float(call_timeout_s)
         workers = self._workers()

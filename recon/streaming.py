@@ -152,6 +152,15 @@ class WindowedEstimate:
     _window: deque
     params: StreamingParams
 
+    def _set_geometry(self, vol_shape: tuple[int, int, int], params: StreamingParams | None, det_cols: int | None,
+                      axis_offset_px: float) -> None:
+        """``params`` (default settings if None), ``vol_shape`` (Z, Y, X), ``frame_shape`` (Y, U) and
+        ``axis_offset_px``, the same for every estimate of a series."""
+        self.params = params or StreamingParams()
+        self.vol_shape = tuple(int(s) for s in vol_shape)
+        self.frame_shape = (self.vol_shape[1], int(det_cols or self.vol_shape[2]))
+        self.axis_offset_px = float(axis_offset_px)
+
     @property
     def window_size(self) -> int:
         return len(self._window)
@@ -197,11 +206,8 @@ class StreamingSirt(WindowedEstimate):
         axis_offset_px: float = 0.0,
         device: str | torch.device = "auto",
     ):
-        self.params = params or StreamingParams()
-        self.vol_shape = tuple(int(s) for s in vol_shape)
+        self._set_geometry(vol_shape, params, det_cols, axis_offset_px)
         nz, ny, nx = self.vol_shape
-        self.frame_shape = (ny, int(det_cols or nx))
-        self.axis_offset_px = float(axis_offset_px)
         self.device = resolve_device(device)
         self._vol = VolumeGeometry(self.vol_shape)
         self._x = torch.zeros(nz * nx, ny, device=self.device)
