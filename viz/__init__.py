@@ -22,8 +22,9 @@ from typing import Any
 
 from tiltstream.viz.app import display_available, launch_monitor
 from tiltstream.viz.export import orthoview_rgb, write_movie
-from tiltstream.viz.model import CoverageData, FrameView, ModelConfig, Status, ViewData, ViewModel
+from tiltstream.viz.model import ViewModel
 from tiltstream.viz.receiver import StreamReceiver
+from tiltstream.viz.records import CoverageData, FrameView, ModelConfig, Status, ViewData
 
 __all__ = [
     "ViewModel",

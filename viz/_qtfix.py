@@ -46,8 +46,7 @@ def bug_present() -> bool:
 
 def _add_refs(obj: object, n: int) -> None:
     # CPython < 3.12 object header: Py_ssize_t ob_refcnt comes first.
-    cell = ctypes.c_ssize_t.from_address(id(obj))
-    cell.value += n
+    ctypes.c_ssize_t.from_address(id(obj)).value += n
 
 
 def install() -> bool:
@@ -63,7 +62,7 @@ def install() -> bool:
         _floor[id(obj)] = sys.getrefcount(obj)
     log.warning("this PySide6 build (%s) leaks references to None on Python %d.%d; the monitor compensates, "
                 "but prefer a PySide6-Essentials other than 6.12.0 on Python < 3.12",
-                _pyside_version(), *sys.version_info[:2])
+                getattr(sys.modules.get("PySide6"), "__version__", "unknown"), *sys.version_info[:2])
     return True
 
 
@@ -75,12 +74,3 @@ def top_up() -> None:
         lost = _floor[id(obj)] - sys.getrefcount(obj)
         if lost > 0:
             _add_refs(obj, lost)
-
-
-def _pyside_version() -> str:
-    try:
-        import PySide6  # noqa: PLC0415
-
-        return str(PySide6.__version__)
-    except ImportError:
-        return "unknown"

@@ -12,8 +12,13 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
+
+from tiltstream.viz.model import ViewModel
+from tiltstream.viz.receiver import StreamReceiver
+from tiltstream.viz.records import SOURCES, ModelConfig
 
 __all__ = ["display_available", "launch_monitor", "render_snapshot"]
 
@@ -116,14 +121,12 @@ def launch_monitor(
     if detach:
         if frames_curve is not None and curve is None:
             raise ValueError("detach: frames_curve without curve cannot be passed to a child monitor")
-        opts = {"curve": curve, "frames_curve": frames_curve,"snapshot": snapshot, "after_s": after_s if (snapshot or movie) else None, "movie": movie,
-                "display_hz": display_hz, "history_volumes": history_volumes, "out_dir": out_dir, "size": size,
-                "show": show}
+        opts = {"curve": curve, "frames_curve": frames_curve, "snapshot": snapshot,
+                "after_s": after_s if (snapshot or movie) else None, "movie": movie, "display_hz": display_hz,
+                "history_volumes": history_volumes, "out_dir": out_dir, "size": size, "show": show}
         cmd = _command(recon_endpoint, frames_endpoint, opts)
         log.info("starting monitor: %s", " ".join(cmd))
         return subprocess.Popen(cmd)
-
-    from tiltstream.viz.records import SOURCES  # noqa: PLC0415
 
     if show not in SOURCES:
         raise ValueError(f"show: expected one of {', '.join(SOURCES)}, got {show!r}")
@@ -131,8 +134,6 @@ def launch_monitor(
     app = _qt_app(headless)
     from pyqtgraph.Qt import QtCore  # noqa: PLC0415
 
-    from tiltstream.viz.model import ModelConfig, ViewModel  # noqa: PLC0415
-    from tiltstream.viz.receiver import StreamReceiver  # noqa: PLC0415
     from tiltstream.viz.window import MonitorWindow  # noqa: PLC0415
 
     model = ViewModel(ModelConfig(history_volumes=int(history_volumes)), recon_endpoint=recon_endpoint,
@@ -156,7 +157,8 @@ def launch_monitor(
         app.quit()
 
     # Python handles Ctrl-C only between Qt events: wake it up regularly.
-    previous = signal.signal(signal.SIGINT, lambda *_: app.quit()) if _main_thread() else None
+    on_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, lambda *_: app.quit()) if on_main else None
     ticker = QtCore.QTimer()
     ticker.timeout.connect(lambda: None)
     ticker.start(200)
@@ -183,7 +185,7 @@ def launch_monitor(
     return model.status()
 
 
-def render_snapshot(model: Any, path: str | Path, *, size: tuple[int, int] = (1600, 1000)) -> Path:
+def render_snapshot(model: ViewModel, path: str | Path, *, size: tuple[int, int] = (1600, 1000)) -> Path:
     """Render a :class:`~tiltstream.viz.model.ViewModel` that was fed elsewhere (e.g. by a
     :class:`~tiltstream.viz.receiver.StreamReceiver` during a run) as the monitor window, to PNG.
 
@@ -209,13 +211,7 @@ def render_snapshot(model: Any, path: str | Path, *, size: tuple[int, int] = (16
         QtCore.QCoreApplication.sendPostedEvents(None, QtCore.QEvent.Type.DeferredDelete)
 
 
-def _main_thread() -> bool:
-    import threading  # noqa: PLC0415
-
-    return threading.current_thread() is threading.main_thread()
-
-
-def _check(receiver: Any, errors: list[BaseException], app: Any) -> None:
+def _check(receiver: StreamReceiver, errors: list[BaseException], app: Any) -> None:
     try:
         receiver.maybe_raise()
     except BaseException as exc:  # noqa: BLE001 - surfaced by launch_monitor

@@ -54,15 +54,11 @@ def anchors(name: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 @lru_cache(maxsize=None)
-def _lut(name: str) -> np.ndarray:
+def lut(name: str) -> np.ndarray:
+    """The (256, 3) uint8 RGB lookup table of colormap ``name`` (read-only, cached)."""
     pos, colors = anchors(name)
     x = np.linspace(0.0, 1.0, 256)
     table = np.stack([np.interp(x, pos, colors[:, c].astype(float)) for c in range(3)], axis=1)
     out = np.round(table).astype(np.uint8)
     out.flags.writeable = False
     return out
-
-
-def lut(name: str) -> np.ndarray:
-    """The (256, 3) uint8 RGB lookup table of colormap ``name`` (read-only, cached)."""
-    return _lut(str(name))

@@ -38,7 +38,6 @@ class ControlBar(QtWidgets.QFrame):
         row.setContentsMargins(8, 4, 8, 4)
         row.setSpacing(8)
         self.source_box = SourceSelector(source)
-        self.source_buttons = self.source_box.buttons
         self.live_button = QtWidgets.QPushButton("● LIVE")
         self.live_button.setCheckable(True)
         self.live_button.setChecked(True)
@@ -96,26 +95,21 @@ class ControlBar(QtWidgets.QFrame):
     def set_live(self, live: bool) -> None:
         """Show follow-live as ``live`` without emitting ``toggled``."""
         if self.live_button.isChecked() != live:
-            self.live_button.blockSignals(True)
-            self.live_button.setChecked(live)
-            self.live_button.blockSignals(False)
+            with QtCore.QSignalBlocker(self.live_button):
+                self.live_button.setChecked(live)
             self.style_live(live)
 
     def set_locked(self, locked: bool) -> None:
         """Tick "Lock levels" without emitting ``toggled``."""
-        self.lock.blockSignals(True)
-        self.lock.setChecked(locked)
-        self.lock.blockSignals(False)
+        with QtCore.QSignalBlocker(self.lock):
+            self.lock.setChecked(locked)
 
     def set_slider(self, times: Sequence[float], index: int | None, dip: bool) -> None:
         """The slider over volumes at ``times`` (s) at ``index``, without emitting ``valueChanged``."""
-        self.slider.blockSignals(True)
-        try:
+        with QtCore.QSignalBlocker(self.slider):
             self.slider.setRange(0, max(0, len(times) - 1))
             if index is not None:
                 self.slider.setValue(index)
-        finally:
-            self.slider.blockSignals(False)
         label, tip = texts.slider_text(times, index, dip)
         self.time_label.setText(label)
         self.slider.setToolTip(tip)

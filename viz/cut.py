@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from tiltstream.stream.messages import SlicesMsg, VolumeMsg
 from tiltstream.viz.history import VolumeEntry
 from tiltstream.viz.records import ViewData
-from tiltstream.viz.slicing import SliceBuffers, cut_slices
+from tiltstream.viz.slicing import SliceBuffers, cut_slices, grid_index
 
 __all__ = ["CutState", "CutRequest", "compose_view"]
 
@@ -106,7 +106,7 @@ def compose_view(req: CutRequest, buffers: SliceBuffers) -> ViewData | None:
     if entry is None:
         return None
     shape = entry.data.shape
-    index = tuple(min(m - 1, c * m // n) for c, m, n in zip(cross, shape, req.shape))
+    index = grid_index(cross, shape, req.shape)
     scale = tuple(n / m for n, m in zip(req.shape, shape))
     xy, xz, yz = cut_slices(entry.data, index, req.slab, buffers=buffers)
     key = ("volume", req.source, entry.seq, index, req.slab, shape)

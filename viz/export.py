@@ -17,7 +17,7 @@ import numpy as np
 
 from tiltstream.viz.colormaps import lut
 from tiltstream.viz.history import VolumeEntry
-from tiltstream.viz.slicing import cut_slices, percentile_levels
+from tiltstream.viz.slicing import cut_slices, grid_index, percentile_levels
 
 __all__ = ["apply_lut", "orthoview_rgb", "history_frames", "write_movie", "ffmpeg_executable", "movie_formats"]
 
@@ -109,10 +109,7 @@ def history_frames(
     """
     if not entries:
         raise ValueError("history is empty: no volumes to export yet")
-    cuts = []
-    for e in entries:
-        index = tuple(min(m - 1, c * m // n) for c, m, n in zip(crosshair, e.data.shape, reference_shape))
-        cuts.append(index)
+    cuts = [grid_index(crosshair, e.data.shape, reference_shape) for e in entries]
     if levels is None:
         slices = [s for e, i in zip(entries, cuts) for s in cut_slices(e.data, i, slab)]
         levels = percentile_levels(slices) or (0.0, 1.0)

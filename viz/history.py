@@ -40,16 +40,42 @@ class VolumeEntry:
     received_s: float
 
 
-def _bounds(capacity: int, max_bytes: int) -> tuple[int, int]:
-    """Validated (capacity, max_bytes) of a history."""
-    if capacity < 1:
-        raise ValueError(f"capacity: expected at least 1 volume, got {capacity}")
-    if max_bytes < 1:
-        raise ValueError(f"max_bytes: expected a positive byte count, got {max_bytes}")
-    return int(capacity), int(max_bytes)
+class _Bounded:
+    """What both histories share: ``_entries`` bounded in count and in bytes of volume data."""
+
+    _entries: deque[VolumeEntry] | list[tuple[int, VolumeEntry]]
+
+    def __init__(self, capacity: int, max_bytes: int) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity: expected at least 1 volume, got {capacity}")
+        if max_bytes < 1:
+            raise ValueError(f"max_bytes: expected a positive byte count, got {max_bytes}")
+        self.capacity, self.max_bytes = int(capacity), int(max_bytes)
+        self._nbytes = 0
+        self.evicted = 0
+
+    def _over_bounds(self) -> bool:
+        """More volumes or bytes than the bounds allow (one volume alone never is)."""
+        return len(self._entries) > 1 and (len(self._entries) > self.capacity or self._nbytes > self.max_bytes)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self._nbytes = 0
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of volume data held."""
+        return self._nbytes
+
+    def times(self) -> np.ndarray:
+        """(N,) times of the entries (in their order), seconds since stream start."""
+        return np.fromiter((e.t_s for e in self), dtype=np.float64, count=len(self._entries))
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
 
-class VolumeHistory:
+class VolumeHistory(_Bounded):
     """A ring buffer of :class:`VolumeEntry`, oldest first, bounded in count and in bytes.
 
     Parameters
@@ -63,10 +89,8 @@ class VolumeHistory:
     """
 
     def __init__(self, capacity: int = 64, max_bytes: int = 1 << 30) -> None:
-        self.capacity, self.max_bytes = _bounds(capacity, max_bytes)
+        super().__init__(capacity, max_bytes)
         self._entries: deque[VolumeEntry] = deque()
-        self._nbytes = 0
-        self.evicted = 0
 
     def append(self, entry: VolumeEntry) -> bool:
         """Add ``entry`` (or replace the newest, see above); evict the oldest beyond the bounds.
@@ -79,33 +103,14 @@ class VolumeHistory:
             self._nbytes -= self._entries.pop().data.nbytes
         self._entries.append(entry)
         self._nbytes += entry.data.nbytes
-        while len(self._entries) > 1 and (len(self._entries) > self.capacity or self._nbytes > self.max_bytes):
+        while self._over_bounds():
             self._nbytes -= self._entries.popleft().data.nbytes
             self.evicted += 1
         return not replaced
 
-    def clear(self) -> None:
-        self._entries.clear()
-        self._nbytes = 0
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of volume data held."""
-        return self._nbytes
-
     def index_of_seq(self, seq: int) -> int | None:
         """Position of the entry with publication number ``seq``, or None when it is not held."""
-        for i in range(len(self._entries) - 1, -1, -1):
-            if self._entries[i].seq == seq:
-                return i
-        return None
-
-    def times(self) -> np.ndarray:
-        """(N,) times of the entries, seconds since stream start."""
-        return np.fromiter((e.t_s for e in self._entries), dtype=np.float64, count=len(self._entries))
-
-    def __len__(self) -> int:
-        return len(self._entries)
+        return next((i for i in range(len(self._entries) - 1, -1, -1) if self._entries[i].seq == seq), None)
 
     def __getitem__(self, i: int) -> VolumeEntry:
         return self._entries[i]
@@ -114,7 +119,7 @@ class VolumeHistory:
         return iter(list(self._entries))
 
 
-class EstimateHistory:
+class EstimateHistory(_Bounded):
     """The volumes of the newest 4-D estimate(s), ordered by time, bounded in count and in bytes.
 
     An estimate arrives as a burst of ``volume/1`` messages at increasing times spread over the
@@ -135,13 +140,11 @@ class EstimateHistory:
     """
 
     def __init__(self, capacity: int = 64, max_bytes: int = 1 << 28) -> None:
-        self.capacity, self.max_bytes = _bounds(capacity, max_bytes)
+        super().__init__(capacity, max_bytes)
         self._entries: list[tuple[int, VolumeEntry]] = []  # (estimate number, entry), by time
-        self._nbytes = 0
         self.estimates = 0  # estimates started so far; the newest is number ``estimates``
         self._open: list[float] | None = None  # [first t, last t] of the estimate still arriving
         self._open_frames: int | None = None
-        self.evicted = 0
 
     def append(self, entry: VolumeEntry) -> None:
         """Add one volume of an estimate (see the class docstring)."""
@@ -162,7 +165,7 @@ class EstimateHistory:
         keep.sort(key=lambda item: item[1].t_s)
         self._entries = keep
         self._nbytes += entry.data.nbytes
-        while len(self._entries) > 1 and (len(self._entries) > self.capacity or self._nbytes > self.max_bytes):
+        while self._over_bounds():
             oldest = min(range(len(self._entries)), key=lambda i: (self._entries[i][0], self._entries[i][1].t_s))
             if self._entries[oldest][1] is entry:  # the newest volume stays: drop the earliest other one
                 oldest = 1 if oldest == 0 else 0
@@ -174,32 +177,12 @@ class EstimateHistory:
         self._open = None
 
     def clear(self) -> None:
-        self._entries.clear()
-        self._nbytes = 0
+        super().clear()
         self._open = None
-
-    @property
-    def nbytes(self) -> int:
-        """Bytes of volume data held."""
-        return self._nbytes
 
     def estimate_of(self, i: int) -> int:
         """Number of the estimate entry ``i`` belongs to (1 for the first; :attr:`estimates` is the newest)."""
         return self._entries[i][0]
-
-    def nearest(self, t_s: float) -> int | None:
-        """Position of the entry closest in time to ``t_s`` (the later one on a tie), None when empty."""
-        if not self._entries:
-            return None
-        times = self.times()
-        return int(len(times) - 1 - np.argmin(np.abs(times[::-1] - t_s)))
-
-    def times(self) -> np.ndarray:
-        """(N,) times of the entries, seconds since stream start, increasing."""
-        return np.fromiter((e.t_s for _, e in self._entries), dtype=np.float64, count=len(self._entries))
-
-    def __len__(self) -> int:
-        return len(self._entries)
 
     def __getitem__(self, i: int) -> VolumeEntry:
         return self._entries[i][1]
@@ -222,10 +205,6 @@ class Trace:
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """``(t (N,), values (N,))`` as float64 copies."""
         return np.array(self._t, dtype=np.float64), np.array(self._v, dtype=np.float64)
-
-    @property
-    def last(self) -> float | None:
-        return self._v[-1] if self._v else None
 
     def __len__(self) -> int:
         return len(self._t)

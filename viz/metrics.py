@@ -6,6 +6,8 @@ under its lock.
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 import numpy as np
 
 from tiltstream.stream.messages import FrameMsg, MetricsMsg
@@ -24,13 +26,7 @@ class MetricsState:
         self.sirt: dict[str, float] = {}
         self.dip: dict[str, float] = {}
         self.dip_s: float | None = None
-        self._traces: dict[str, Trace] = {}
-
-    def _trace(self, name: str, t_s: float, value: float) -> None:
-        trace = self._traces.get(name)
-        if trace is None:
-            trace = self._traces[name] = Trace(self.trace_points)
-        trace.append(t_s, value)
+        self._traces: defaultdict[str, Trace] = defaultdict(lambda: Trace(self.trace_points))
 
     def on_metrics(self, msg: MetricsMsg, now: float) -> bool:
         """Take one ``metrics/1``; True when it carried DIP metrics (they close a DIP estimate)."""
@@ -45,15 +41,14 @@ class MetricsState:
             self.dip, self.dip_s = dip, now
         for name, value in values.items():
             if trace_group(name) is not None:
-                self._trace(name, msg.t_s, value)
+                self._traces[name].append(msg.t_s, value)
         return bool(dip)
 
     def on_frame(self, msg: FrameMsg) -> None:
         """The frame's temperature and dose, when it has them, as traces."""
-        if msg.temperature_C is not None:
-            self._trace("temperature_C", msg.t_s, msg.temperature_C)
-        if msg.dose_e_per_A2 is not None:
-            self._trace("dose_e_per_A2", msg.t_s, msg.dose_e_per_A2)
+        for name in ("temperature_C", "dose_e_per_A2"):
+            if getattr(msg, name) is not None:
+                self._traces[name].append(msg.t_s, getattr(msg, name))
 
     def traces(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Name -> (t_s (N,), values (N,)) of every non-empty trace."""

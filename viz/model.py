@@ -27,15 +27,16 @@ at the corresponding voxel like any coarser volume.
 
 The state lives in parts without Qt or locks of their own, one per responsibility: the time slider
 over the two reconstructions (:mod:`~tiltstream.viz.timeline`), the cut (:mod:`~tiltstream.viz.cut`),
-levels and colormap (:mod:`~tiltstream.viz.levels`), raw frames and coverage
-(:mod:`~tiltstream.viz.acquisition`), metrics and traces (:mod:`~tiltstream.viz.metrics`) and the
-connection and status line (:mod:`~tiltstream.viz.connection`). :class:`ViewModel` follows the
-series, routes each message to its parts and answers under one lock.
+raw frames and coverage (:mod:`~tiltstream.viz.acquisition`), metrics and traces
+(:mod:`~tiltstream.viz.metrics`) and the connection and status line (:mod:`~tiltstream.viz.connection`).
+:class:`ViewModel` follows the series, routes each message to its parts, keeps the levels and colormap
+of the slice panels itself (they outlive a series) and answers under one lock.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import deque
@@ -45,25 +46,16 @@ import numpy as np
 
 from tiltstream.stream.messages import EndMsg, FrameMsg, MetricsMsg, SlicesMsg, StartMsg, VolumeMsg
 from tiltstream.viz.acquisition import AcquisitionState
+from tiltstream.viz.colormaps import COLORMAPS, DEFAULT_COLORMAP
 from tiltstream.viz.connection import ConnectionState
 from tiltstream.viz.cut import CutRequest, CutState, compose_view
 from tiltstream.viz.history import VolumeEntry
-from tiltstream.viz.levels import DisplaySettings
 from tiltstream.viz.metrics import MetricsState
-from tiltstream.viz.records import (
-    SOURCES,
-    TRACE_LABELS,
-    CoverageData,
-    FrameView,
-    ModelConfig,
-    Status,
-    ViewData,
-)
+from tiltstream.viz.records import CoverageData, FrameView, ModelConfig, Status, ViewData
 from tiltstream.viz.slicing import SliceBuffers, percentile_levels
 from tiltstream.viz.timeline import Timeline
 
-__all__ = ["ModelConfig", "ViewModel", "ViewData", "FrameView", "CoverageData", "Status", "TRACE_LABELS",
-           "SOURCES"]
+__all__ = ["ViewModel"]
 
 log = logging.getLogger(__name__)
 
@@ -93,21 +85,15 @@ class ViewModel:
         self.history = self.timeline.sirt  # the SIRT's volumes
         self.dip = self.timeline.dip  # the DIP's newest estimate
         self.cut = CutState()
-        self.display = DisplaySettings()
+        self.levels: tuple[float, float] | None = None  # (low, high) of the slice panels
+        self.levels_locked = False  # held across updates, else percentile auto-levels
+        self.colormap = DEFAULT_COLORMAP
         self.connection = ConnectionState(self.config, recon_endpoint, frames_endpoint, clock())
         self._buffers = SliceBuffers()
         self._retired: deque[str] = deque(maxlen=64)
         self.series_id: str | None = None
         self.version = 0
         self._reset_series()
-
-    @property
-    def recon_endpoint(self) -> str | None:
-        return self.connection.recon_endpoint
-
-    @property
-    def frames_endpoint(self) -> str | None:
-        return self.connection.frames_endpoint
 
     # -- series -----------------------------------------------------------------------------------
     def _reset_series(self, notice: str | None = None, now: float = 0.0) -> None:
@@ -279,40 +265,33 @@ class ViewModel:
         with self._lock:
             self.connection.note_displayed(view, self.metrics_state.sirt.get("latency_s"), now)
 
-    # -- levels and colormap (see viz.levels) -------------------------------------------------------
-    @property
-    def levels(self) -> tuple[float, float] | None:
-        return self.display.levels
-
-    @property
-    def levels_locked(self) -> bool:
-        return self.display.locked
-
+    # -- levels and colormap ------------------------------------------------------------------------
     def lock_levels(self, locked: bool = True) -> None:
         """Hold the current levels across updates (True) or return to percentile auto-levels."""
         with self._lock:
-            self.display.locked = bool(locked)
+            self.levels_locked = bool(locked)
 
     def set_levels(self, low: float, high: float) -> None:
         """Set levels by hand (e.g. dragging the histogram); this locks them."""
+        if not (math.isfinite(low) and math.isfinite(high) and high > low):
+            raise ValueError(f"levels: expected finite low < high, got {low}, {high}")
         with self._lock:
-            self.display.set_levels(low, high)
+            self.levels, self.levels_locked = (float(low), float(high)), True
 
     def auto_levels(self, view: ViewData | None) -> tuple[float, float] | None:
         """Update the levels from ``view``'s slices (percentiles) unless locked; return the levels."""
-        if view is not None and not self.display.locked:
+        if view is not None and not self.levels_locked:
             levels = percentile_levels((view.xy, view.xz, view.yz), self.config.low_pct, self.config.high_pct)
             with self._lock:
-                self.display.auto(levels)
-        return self.display.levels
-
-    @property
-    def colormap(self) -> str:
-        return self.display.colormap
+                if levels is not None and not self.levels_locked:
+                    self.levels = levels
+        return self.levels
 
     def set_colormap(self, name: str) -> None:
+        if name not in COLORMAPS:
+            raise ValueError(f"colormap: expected one of {', '.join(COLORMAPS)}, got {name!r}")
         with self._lock:
-            self.display.set_colormap(name)
+            self.colormap = name
 
     # -- other panels (see viz.acquisition, viz.metrics, viz.connection) -----------------------------
     def latest_frame(self) -> FrameView | None:
@@ -327,7 +306,7 @@ class ViewModel:
         return CoverageData.from_angles(angles, window_frames=window, tilt_range_deg=tilt_range, frames_total=total)
 
     def traces(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Metric or frame-field name -> (t_s (N,), values (N,)); see :data:`TRACE_LABELS`."""
+        """Metric or frame-field name -> (t_s (N,), values (N,)); see :data:`~tiltstream.viz.records.TRACE_LABELS`."""
         with self._lock:
             return self.metrics_state.traces()
 

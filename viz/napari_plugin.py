@@ -37,9 +37,9 @@ LIVE_LAYER = "tiltstream live"
 DEFAULT_ENDPOINT = "tcp://127.0.0.1:5557"  # tiltstream recon --pub default
 
 
-def _units(voxel_nm: float | None) -> tuple[str, str]:
-    """(space unit, scale) names for napari: nanometer with a known voxel size, else pixel."""
-    return ("nanometer", "nm") if voxel_nm else ("pixel", "px")
+def _unit(voxel_nm: float | None) -> str:
+    """The space unit for napari: nanometer with a known voxel size, else pixel."""
+    return "nanometer" if voxel_nm else "pixel"
 
 
 # -- reader -------------------------------------------------------------------------------------
@@ -71,7 +71,7 @@ def read_result_layers(path: str) -> list[LayerData]:
     volumes, times, attrs = read_result(path)
     voxel = result_voxel_nm(attrs)
     scale, translate = (tr[k] for tr, k in zip(ngff_transforms(times, voxel), ("scale", "translation")))
-    unit = _units(voxel)[0]
+    unit = _unit(voxel)
     meta = {"times_s": times, "tiltstream": attrs}
     kwargs = {"name": Path(path).stem, "scale": scale, "translate": translate, "metadata": meta,
               "axis_labels": ("t", "z", "y", "x"), "units": ("second", unit, unit, unit)}
@@ -83,7 +83,7 @@ def read_recording_layers(path: str) -> list[LayerData]:
     from tiltstream.stream.readers import read_series  # noqa: PLC0415
 
     series = read_series(path)
-    unit = _units(series.pixel_nm)[0]
+    unit = _unit(series.pixel_nm)
     px = series.pixel_nm or 1.0
     meta = {"angles_deg": np.asarray(series.angles_deg), "times_s": np.asarray(series.times_s),
             "pixel_nm": series.pixel_nm, "tiltstream": dict(series.metadata)}
@@ -118,8 +118,9 @@ class LiveVolumeFeed:
 
     def __init__(self, viewer: Any, endpoint: str, *, history: int = 64, layer_name: str = LIVE_LAYER,
                  context: Any = None, curve: Any = None) -> None:
-        from tiltstream.viz.model import ModelConfig, ViewModel  # noqa: PLC0415
+        from tiltstream.viz.model import ViewModel  # noqa: PLC0415
         from tiltstream.viz.receiver import StreamReceiver  # noqa: PLC0415
+        from tiltstream.viz.records import ModelConfig  # noqa: PLC0415
 
         self.viewer = viewer
         self.endpoint = endpoint
@@ -154,7 +155,7 @@ class LiveVolumeFeed:
         data, used = _stack(entries)
         self.times_s = np.array([e.t_s for e in used])
         voxel = used[-1].voxel_nm
-        unit = _units(voxel)[0]
+        unit = _unit(voxel)
         scale = (1.0, *(3 * (voxel or 1.0,)))
         meta = {"times_s": self.times_s, "source": used[-1].source, "endpoint": self.endpoint}
         layer = self.layer

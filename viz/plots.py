@@ -38,8 +38,7 @@ class CoveragePanel(pg.GraphicsLayoutWidget):
         self.window = pg.PlotCurveItem(pen=pg.mkPen(QtGui.QColor(THEME["window"]), width=1.4), connect="pairs")
         self.newest = pg.PlotCurveItem(pen=pg.mkPen(QtGui.QColor(THEME["accent"]), width=3))
         self.newest_dot = pg.ScatterPlotItem(size=9, brush=pg.mkBrush(THEME["accent"]), pen=pg.mkPen(None))
-        self.newest_label = pg.TextItem("", color=THEME["accent"], anchor=(0.5, 1.0))
-        for item in (self.old, self.window, self.newest, self.newest_dot, self.newest_label):
+        for item in (self.old, self.window, self.newest, self.newest_dot):
             self.vb.addItem(item)
         self.wedges: list[QtWidgets.QGraphicsPathItem] = []
         self._range: tuple[float, float] | None = None
@@ -66,16 +65,14 @@ class CoveragePanel(pg.GraphicsLayoutWidget):
             self.vb.removeItem(item)
         self.wedges = []
         for a0, a1 in sectors:
-            angles = np.radians(np.linspace(a0, a1, 32))
             path = QtGui.QPainterPath(QtCore.QPointF(0, 0))
-            for a in angles:
+            for a in np.radians(np.linspace(a0, a1, 32)):
                 path.lineTo(math.sin(a), math.cos(a))
             path.closeSubpath()
             item = QtWidgets.QGraphicsPathItem(path)
             color = QtGui.QColor(THEME["wedge"])
             item.setPen(pg.mkPen(color, width=1))
-            brush = QtGui.QBrush(color, QtCore.Qt.BrushStyle.BDiagPattern)
-            item.setBrush(brush)
+            item.setBrush(QtGui.QBrush(color, QtCore.Qt.BrushStyle.BDiagPattern))
             item.setOpacity(0.75)
             self.vb.addItem(item)
             self.wedges.append(item)
@@ -97,9 +94,8 @@ class CoveragePanel(pg.GraphicsLayoutWidget):
             self.newest_dot.setData([tip[0]], [tip[1]])
         n = cov.angles_deg.size
         n_win = int(cov.in_window.sum())
-        parts = [f"{n} angles received"]
-        if cov.frames_total is not None and cov.frames_total > n:
-            parts[0] = f"{n} of {cov.frames_total} angles received"
+        of = f" of {cov.frames_total}" if cov.frames_total is not None and cov.frames_total > n else ""
+        parts = [f"{n}{of} angles received"]
         if n_win < n:
             parts.append(f"<span style='color:{THEME['window']}'>{n_win} in window</span>")
         if cov.max_gap_deg is not None:

@@ -230,17 +230,6 @@ class Status:
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.service_rejects.items(), key=lambda kv: -kv[1]))
         return f"service rejected {total} ({reasons})"
 
-    def dip_progress(self) -> str:
-        """E.g. ``"DIP 240 frames fitted, held-out NRMSE 0.123, 4 s ago"``; empty without DIP metrics."""
-        if self.dip_frames is None:
-            return ""
-        text = f"DIP {self.dip_frames} frames fitted"
-        if self.dip_heldout_nrmse is not None:
-            text += f", held-out NRMSE {self.dip_heldout_nrmse:.3f}"
-        if self.dip_age_s is not None:
-            text += f", {self.dip_age_s:.0f} s ago"
-        return text
-
     def summary(self) -> str:
         """One line of text, e.g. for logs and headless runs."""
         def num(v: float | None, fmt: str) -> str:
@@ -258,8 +247,13 @@ class Status:
             parts.append(self.service_rejected())
         if self.dip_available or self.dip_frames is not None:
             parts.append(f"showing {'DIP' if self.source == 'dip' else 'SIRT live'}")
-            if self.dip_frames is not None:
-                parts.append(self.dip_progress())
+            if self.dip_frames is not None:  # e.g. "DIP 240 frames fitted, held-out NRMSE 0.123, 4 s ago"
+                dip = f"DIP {self.dip_frames} frames fitted"
+                if self.dip_heldout_nrmse is not None:
+                    dip += f", held-out NRMSE {self.dip_heldout_nrmse:.3f}"
+                if self.dip_age_s is not None:
+                    dip += f", {self.dip_age_s:.0f} s ago"
+                parts.append(dip)
         if self.message:
             parts.append(self.message)
         return " | ".join(parts)
@@ -285,9 +279,6 @@ class RateMeter:
         if now - t1 > self.window_s:
             return 0.0
         return (c1 - c0) / span if span > 0 else None
-
-    def clear(self) -> None:
-        self._samples.clear()
 
 
 class SeqGaps:

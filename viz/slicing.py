@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["slab_bounds", "cut_slices", "SliceBuffers", "sample", "percentile_levels", "histogram"]
+__all__ = ["slab_bounds", "grid_index", "cut_slices", "SliceBuffers", "sample", "percentile_levels", "histogram"]
 
 
 def slab_bounds(index: int, n: int, thickness: int) -> tuple[int, int]:
@@ -28,6 +28,11 @@ def slab_bounds(index: int, n: int, thickness: int) -> tuple[int, int]:
     return lo, lo + t
 
 
+def grid_index(index: Sequence[int], shape: Sequence[int], reference_shape: Sequence[int]) -> tuple[int, ...]:
+    """The voxel of a grid of ``shape`` at voxel ``index`` of a grid of ``reference_shape`` over the same volume."""
+    return tuple(min(m - 1, c * m // n) for c, m, n in zip(index, shape, reference_shape))
+
+
 class SliceBuffers:
     """Reusable float32 outputs for :func:`cut_slices`, reallocated only when a shape changes."""
 
@@ -39,10 +44,6 @@ class SliceBuffers:
         if buf is None or buf.shape != shape:
             buf = self._bufs[name] = np.empty(shape, dtype=np.float32)
         return buf
-
-    @property
-    def nbytes(self) -> int:
-        return sum(b.nbytes for b in self._bufs.values())
 
 
 def _plane_mean(view: np.ndarray, axis: int, out: np.ndarray) -> np.ndarray:
@@ -92,8 +93,10 @@ def cut_slices(
     return xy, xz, yz
 
 
-def sample(arrays: Sequence[np.ndarray], max_samples: int = 65536) -> np.ndarray:
+def sample(arrays: Sequence[np.ndarray] | np.ndarray, max_samples: int = 65536) -> np.ndarray:
     """An evenly strided float32 subsample (≤ about ``max_samples`` values) of the finite values of ``arrays``."""
+    if isinstance(arrays, np.ndarray):
+        arrays = [arrays]
     total = sum(int(a.size) for a in arrays)
     if total == 0:
         return np.empty(0, dtype=np.float32)
@@ -125,8 +128,6 @@ def percentile_levels(
     """
     if not 0.0 <= low_pct < high_pct <= 100.0:
         raise ValueError(f"percentiles: expected 0 <= low < high <= 100, got {low_pct}, {high_pct}")
-    if isinstance(arrays, np.ndarray):
-        arrays = [arrays]
     values = sample(arrays, max_samples)
     if values.size == 0:
         return None
@@ -155,8 +156,6 @@ def histogram(
     max_samples: int = 65536,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(bin centres (bins,), counts (bins,))`` of a subsample of ``arrays``; empty arrays when no data."""
-    if isinstance(arrays, np.ndarray):
-        arrays = [arrays]
     values = sample(arrays, max_samples)
     if values.size == 0:
         return np.empty(0), np.empty(0)

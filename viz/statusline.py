@@ -49,13 +49,10 @@ class StatusLine:
         for label, text in ((self.state, texts.state_html(st)), (self.numbers, texts.numbers_html(st))):
             label.setText(text)
             label.setMinimumWidth(label.sizeHint().width())
-        where = texts.where_html(st)
-        self.where.setText(where)
-        self.where.setToolTip(where)
         source = texts.source_html(st)
-        if source is not None:
-            self.source.setText(source)
-            self.source.setToolTip(source)
+        for label, text in ((self.where, texts.where_html(st)), (self.source, source or "")):
+            label.setText(text)
+            label.setToolTip(text)
         self.source.setVisible(source is not None)
         message, level = st.message, st.level
         if self._notice is not None and self.clock() < self._notice[2]:

@@ -28,12 +28,8 @@ def state_html(st: Status) -> str:
 
 def where_html(st: Status) -> str:
     """What the monitor is connected to, and the series."""
-    where = [f"recon <b>{st.recon_endpoint}</b>"] if st.recon_endpoint else []
-    if st.frames_endpoint:
-        where.append(f"frames <b>{st.frames_endpoint}</b>")
-    if st.series_id:
-        where.append(f"series <b>{st.series_id[:8]}</b>")
-    return _SEP.join(where)
+    where = (("recon", st.recon_endpoint), ("frames", st.frames_endpoint), ("series", (st.series_id or "")[:8]))
+    return _SEP.join(f"{name} <b>{value}</b>" for name, value in where if value)
 
 
 def _num(v: float | None, spec: str, unit: str = "") -> str:

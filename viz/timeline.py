@@ -21,6 +21,11 @@ from tiltstream.viz.records import SOURCES, ModelConfig
 __all__ = ["Timeline"]
 
 
+def _nearest(times: np.ndarray, t_s: float) -> int:
+    """Position in ``times`` (not empty) of the one closest to ``t_s`` (the later one on a tie)."""
+    return int(len(times) - 1 - np.argmin(np.abs(times[::-1] - t_s)))
+
+
 class Timeline:
     """Reconstruction shown and time-slider position; see the module docstring.
 
@@ -75,8 +80,7 @@ class Timeline:
         t = None if i is None else self.entries()[i].t_s
         self.wanted = name
         if t is not None and len(self.entries()):
-            times = self.entries().times()
-            self._remember(int(len(times) - 1 - np.argmin(np.abs(times[::-1] - t))))
+            self._remember(_nearest(self.entries().times(), t))
 
     def entries(self) -> VolumeHistory | EstimateHistory:
         """The volumes the slider runs over: those of the reconstruction shown, oldest time first."""
@@ -98,7 +102,7 @@ class Timeline:
         if self.follow_live:
             return n - 1
         if entries is self.dip:
-            return n - 1 if self._viewed_t is None else self.dip.nearest(self._viewed_t)
+            return n - 1 if self._viewed_t is None else _nearest(self.dip.times(), self._viewed_t)
         if self._viewed_seq is None:
             return n - 1
         i = self.sirt.index_of_seq(self._viewed_seq)

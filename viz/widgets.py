@@ -24,7 +24,7 @@ from tiltstream.viz.slicing import histogram, percentile_levels
 from tiltstream.viz.texts import SOURCE_LABELS
 from tiltstream.viz.theme import THEME, html
 
-__all__ = ["OrthoPanel", "FramePanel", "SourceSelector", "CoveragePanel", "TracesPanel", "THEME"]
+__all__ = ["OrthoPanel", "FramePanel", "SourceSelector", "CoveragePanel", "TracesPanel"]
 
 _qtfix.install()  # a no-op unless this PySide6 build has the None-refcount bug (see _qtfix)
 
@@ -148,9 +148,7 @@ class OrthoPanel(pg.GraphicsLayoutWidget):
         self._texts: dict[int, str] = {}
         self._syncing = False
         self._setting_levels = False
-        self._levels: tuple[float, float] | None = None
         self._colormap: str | None = None
-        self._last_hist_s = -math.inf
         self.hist.sigLevelChangeFinished.connect(self._on_hist_levels)
         self.scene().sigMouseClicked.connect(self._on_click)
 
@@ -229,17 +227,12 @@ class OrthoPanel(pg.GraphicsLayoutWidget):
         """Draw ``view``'s slices (with ``levels``) and move the crosshair to its position."""
         _qtfix.top_up()
         sz, sy, sx = view.scale
-        xy, xz, yz = self.images["xy"], self.images["xz"], self.images["yz"]
-        kw = {"autoLevels": False}
-        if levels is not None:
-            kw["levels"] = levels
-        xy.setImage(view.xy, **kw)
-        xz.setImage(view.xz, **kw)
-        yz.setImage(view.yz, **kw)
-        xy.setTransform(QtGui.QTransform.fromScale(sx, sy))
-        xz.setTransform(QtGui.QTransform.fromScale(sx, sz))
-        yz.setTransform(QtGui.QTransform(0, sy, sz, 0, 0, 0))  # (row Z, col Y) -> (x = Z, y = Y)
-        self._levels = levels
+        kw = {"autoLevels": False} if levels is None else {"autoLevels": False, "levels": levels}
+        transforms = {"xy": QtGui.QTransform.fromScale(sx, sy), "xz": QtGui.QTransform.fromScale(sx, sz),
+                      "yz": QtGui.QTransform(0, sy, sz, 0, 0, 0)}  # YZ: (row Z, col Y) -> (x = Z, y = Y)
+        for name, img in self.images.items():
+            img.setImage(getattr(view, name), **kw)
+            img.setTransform(transforms[name])
         if view.crosshair != self._crosshair:
             self.set_crosshair(view.crosshair)
         self._titles(view)
@@ -286,7 +279,6 @@ class OrthoPanel(pg.GraphicsLayoutWidget):
         """Apply ``levels`` to the three images and the histogram region."""
         if levels is None:
             return
-        self._levels = levels
         for img in self.images.values():
             img.setLevels(levels)
         self._setting_levels = True
@@ -324,10 +316,7 @@ class OrthoPanel(pg.GraphicsLayoutWidget):
     def _on_line(self, line: pg.InfiniteLine) -> None:
         if self._syncing:
             return
-        value = float(line.value())
-        move = {"z": None, "y": None, "x": None}
-        move[line.axis] = value
-        self.crosshairMoved.emit((move["z"], move["y"], move["x"]))
+        self.crosshairMoved.emit(tuple(float(line.value()) if axis == line.axis else None for axis in "zyx"))
 
     def _on_click(self, ev) -> None:  # noqa: ANN001 (pyqtgraph mouse event)
         if ev.button() != QtCore.Qt.MouseButton.LeftButton or ev.double():
@@ -373,7 +362,6 @@ class FramePanel(pg.GraphicsLayoutWidget):
         self.axis_hint.setParentItem(self.vb)
         self.axis_hint.setPos(6, 4)
         self._shape: tuple[int, ...] | None = None
-        self.seq: int | None = None
 
     def set_frame(self, frame: FrameView) -> None:
         levels = percentile_levels(frame.data, 0.5, 99.8) or (0.0, 1.0)
@@ -381,7 +369,6 @@ class FramePanel(pg.GraphicsLayoutWidget):
         if frame.data.shape != self._shape:
             self._shape = frame.data.shape
             self.vb.setRange(xRange=(0, frame.data.shape[1]), yRange=(0, frame.data.shape[0]), padding=0)
-        self.seq = frame.seq
         parts = [f"<b>Raw frame</b> #{frame.seq}",
                  f"<b style='color:{THEME['accent']}'>θ = {frame.angle_deg:+.1f}°</b>",
                  f"t = {frame.t_s:.2f} s"]
@@ -408,7 +395,6 @@ class SourceSelector(QtWidgets.QWidget):
 
     sourceChosen = QtCore.Signal(str)
 
-    LABELS = SOURCE_LABELS
     TIPS = {
         "sirt": "Streaming SIRT: updated with every frame (sliding window); the slider runs over its history",
         "dip": "Deep-image-prior space-time estimate, refined in the background over the whole series; "
@@ -424,7 +410,7 @@ class SourceSelector(QtWidgets.QWidget):
         self.group.setExclusive(True)
         self.buttons: dict[str, QtWidgets.QPushButton] = {}
         for i, name in enumerate(SOURCES):
-            b = QtWidgets.QPushButton(self.LABELS[name])
+            b = QtWidgets.QPushButton(SOURCE_LABELS[name])
             b.setCheckable(True)
             b.setToolTip(self.TIPS[name])
             b.setChecked(name == shown)
@@ -447,9 +433,8 @@ class SourceSelector(QtWidgets.QWidget):
             self.setVisible(available)
         for name, button in self.buttons.items():
             if button.isChecked() != (name == shown):
-                button.blockSignals(True)
-                button.setChecked(name == shown)
-                button.blockSignals(False)
+                with QtCore.QSignalBlocker(button):
+                    button.setChecked(name == shown)
 
 
 def _si(value: float) -> str:

@@ -28,9 +28,11 @@ from pyqtgraph.Qt import QtCore, QtGui, QtWidgets
 from tiltstream.viz import _qtfix
 from tiltstream.viz.controls import ControlBar
 from tiltstream.viz.export import history_frames, write_movie
-from tiltstream.viz.model import Status, ViewData, ViewModel
+from tiltstream.viz.model import ViewModel
+from tiltstream.viz.records import ViewData
 from tiltstream.viz.statusline import StatusLine
-from tiltstream.viz.widgets import THEME, CoveragePanel, FramePanel, OrthoPanel, TracesPanel
+from tiltstream.viz.theme import THEME
+from tiltstream.viz.widgets import CoveragePanel, FramePanel, OrthoPanel, TracesPanel
 
 __all__ = ["MonitorWindow", "apply_dark_theme"]
 
@@ -103,7 +105,6 @@ class MonitorWindow(QtWidgets.QMainWindow):
         self._last_slow = -math.inf
         self._levels_applied: tuple[float, float] | None = None
         self._series: str | None = None
-        self.refresh_s: list[float] = []
         self.ortho.set_colormap(model.colormap)
         self.timer = QtCore.QTimer(self)
         self.timer.setTimerType(QtCore.Qt.TimerType.PreciseTimer)
@@ -168,7 +169,6 @@ class MonitorWindow(QtWidgets.QMainWindow):
     def refresh(self, force: bool = False) -> None:
         """One display tick: redraw what changed since the last one."""
         _qtfix.top_up()
-        t0 = time.perf_counter()
         model = self.model
         if model.series_id != self._series:
             self._series = model.series_id
@@ -198,9 +198,6 @@ class MonitorWindow(QtWidgets.QMainWindow):
         if force or now - self._last_slow >= self.slow_period_s:
             self._last_slow = now
             self._slow_refresh(view)
-        if view is not None:
-            self.refresh_s.append(time.perf_counter() - t0)
-            del self.refresh_s[:-200]
 
     def _fit_splitter(self, shape: tuple[int, int, int]) -> None:
         """Give the slices the width their height calls for, and the rest to the frame and coverage."""
@@ -227,10 +224,7 @@ class MonitorWindow(QtWidgets.QMainWindow):
         self._sync_source()
         self.controls.set_slider(model.history_times(), model.index, model.source == "dip")
         self.controls.set_live(model.follow_live)
-        self.show_status(model.status())
-
-    def show_status(self, st: Status) -> None:
-        self.status_line.show(st)
+        self.status_line.show(model.status())
 
     # -- output -------------------------------------------------------------------------------------
     def _out_path(self, stem: str, suffix: str) -> Path:
@@ -270,7 +264,7 @@ class MonitorWindow(QtWidgets.QMainWindow):
         """Show ``text`` on the status line for a few seconds (in place of the model's message)."""
         log.info("%s", text)
         self.status_line.notice(text, level)
-        self.show_status(self.model.status())
+        self.status_line.show(self.model.status())
 
     def panel_image(self, name: str) -> QtGui.QImage:
         """The pixels of one panel's image area as drawn (``"xy"``, ``"xz"``, ``"yz"`` or ``"frame"``)."""

@@ -246,9 +246,9 @@ def test_dip_selected_the_panels_slider_status_and_snapshot_show_the_dip(app, ph
         model.ingest(MetricsMsg(stream_id=SID, seq=3, t_s=48.0, values={
             "dip_steps": 900.0, "dip_frames": 72.0, "dip_loss": 0.01, "dip_heldout_nrmse": 0.183}))
         w.refresh(force=True)
-        assert not w.controls.source_box.isHidden() and w.controls.source_buttons["sirt"].isChecked()
+        assert not w.controls.source_box.isHidden() and w.controls.source_box.buttons["sirt"].isChecked()
         check_panel(w, "xy", phantom_volume[nz // 2])  # still the SIRT until the operator switches
-        w.controls.source_buttons["dip"].click()
+        w.controls.source_box.buttons["dip"].click()
         assert model.source == "dip" and w.shown_view.source == "dip" and w.shown_view.t_s == 48.0
         cz, cy, cx = (c * m // n for c, m, n in zip(model.crosshair, dip.shape, SHAPE))
         expected = {"xy": dip[cz], "xz": dip[:, cy, :], "yz": dip[:, :, cx].T}
@@ -279,7 +279,7 @@ def test_dip_selected_the_panels_slider_status_and_snapshot_show_the_dip(app, ph
         sirt_xy = phantom_volume[nz // 2]
         assert corr(shrink(pixels, sirt_xy.shape), sirt_xy) < 0.5  # not the SIRT volume
         # And back: the SIRT again.
-        w.controls.source_buttons["sirt"].click()
+        w.controls.source_box.buttons["sirt"].click()
         assert model.source == "sirt"
         check_panel(w, "xy", phantom_volume[nz // 2])
         assert not w.controls.time_label.text().startswith("DIP")
