@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from tiltstream.acquire.publisher import FRAME_EXTRA_FIELDS, FramePublisher
+from tiltstream.acquire.publisher import FRAME_EXTRA_FIELDS, FramePublisher, publisher_for
 from tiltstream.acquire.sinks import Sink
 from tiltstream.stream.errors import FileFormatError
 from tiltstream.stream.readers import read_image
@@ -210,17 +210,12 @@ class FolderWatcher:
         self.clock = clock
         metadata = {"source": "tiltstream.acquire.FolderWatcher", "folder": str(self.folder.resolve()),
                     "pattern": self.patterns, "angle_from": angle_from, **dict(experiment or {})}
-        self._owns_publisher = not isinstance(sink, FramePublisher)
-        if isinstance(sink, FramePublisher):
-            self.publisher = sink
-            self.publisher.experiment.update(metadata)
-        else:
-            self.publisher = FramePublisher(sink, pixel_nm=pixel_nm, scheme=scheme, tilt_range_deg=tilt_range_deg,
-                                            exposure_s=exposure_s, experiment=metadata,
-                                            send_timeout_s=send_timeout_s)
+        self.publisher, self._owns_publisher = publisher_for(
+            sink, metadata, pixel_nm=pixel_nm, scheme=scheme, tilt_range_deg=tilt_range_deg, exposure_s=exposure_s,
+            send_timeout_s=send_timeout_s,
+        )
         self.sent: list[Path] = []
         self.rejected: dict[Path, str] = {}
-        self._sent_set: set[Path] = set()
         self._sent_changed: set[Path] = set()
         self._sent_sig: dict[Path, tuple[int, int]] = {}
         self._rejected_sig: dict[Path, tuple[int, int]] = {}
@@ -249,8 +244,8 @@ class FolderWatcher:
         for path, sig in self._scan():
             if path in self._ignored:
                 continue
-            if path in self._sent_set:
-                if path not in self._sent_changed and sig != self._sent_sig.get(path, sig):
+            if path in self._sent_sig:
+                if path not in self._sent_changed and sig != self._sent_sig[path]:
                     self._sent_changed.add(path)
                     logger.info("%s changed after it was sent; it is not sent again", path)
                 continue
@@ -329,7 +324,6 @@ class FolderWatcher:
                 self._reject(entry, str(exc))
                 continue
             self._pending.remove(entry)
-            self._sent_set.add(entry.path)
             self._sent_sig[entry.path] = entry.signature
             self.sent.append(entry.path)
             sent_now.append(entry.path)

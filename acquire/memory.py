@@ -11,7 +11,6 @@ runs out, like the transport's lossless ``FrameSender`` — backpressure without
 from __future__ import annotations
 
 import threading
-import time
 from collections import deque
 from typing import Any
 
@@ -36,7 +35,6 @@ class MemorySink:
     ----------
     sent : messages accepted so far.
     refused : ``send`` calls that returned False.
-    send_times : ``time.monotonic()`` of each accepted message, seconds.
     """
 
     def __init__(
@@ -55,7 +53,6 @@ class MemorySink:
         self.lossy = bool(lossy)
         self.sent = 0
         self.refused = 0
-        self.send_times: list[float] = []
         self.closed = False
         self._queue: deque[Message] = deque()
         self._cond = threading.Condition()
@@ -65,19 +62,14 @@ class MemorySink:
         if self.roundtrip:
             msg = unpack([bytes(part) for part in pack(msg)])
         with self._cond:
-            if self.maxsize is not None:
-                ok = self._cond.wait_for(
-                    lambda: self.closed or len(self._queue) < self.maxsize, timeout=self.timeout_s
-                )
-                if not ok or self.closed:
-                    self.refused += 1
-                    return False
-            elif self.closed:
+            ok = self._cond.wait_for(
+                lambda: self.closed or self.maxsize is None or len(self._queue) < self.maxsize, timeout=self.timeout_s
+            )
+            if not ok or self.closed:
                 self.refused += 1
                 return False
             self._queue.append(msg)
             self.sent += 1
-            self.send_times.append(time.monotonic())
             self._cond.notify_all()
             return True
 
@@ -119,12 +111,6 @@ class MemorySink:
     def ends(self) -> list[EndMsg]:
         """Held ``end/1`` messages."""
         return self.of_type(EndMsg)
-
-    def clear(self) -> None:
-        """Forget every held message (counters are kept)."""
-        with self._cond:
-            self._queue.clear()
-            self._cond.notify_all()
 
     def close(self) -> None:
         """Refuse further messages; wakes a waiting ``send``."""

@@ -78,22 +78,15 @@ class Pacer:
             return 0.0
         return self.clock() - self.due(t_s)
 
-    @property
-    def stopped(self) -> bool:
-        """True once the stop event is set."""
-        return self.stop_event is not None and self.stop_event.is_set()
-
     def wait_until(self, t_s: float) -> bool:
         """Block until ``t_s`` is due; False if the stop event was set first (or already)."""
-        target = self.due(t_s)
-        while True:
-            if self.stopped:
-                return False
+        target, stop = self.due(t_s), self.stop_event
+        while stop is None or not stop.is_set():
             remaining = target - self.clock()
             if remaining <= 0:
                 return True
-            if self.stop_event is not None:
-                if self.stop_event.wait(remaining):
-                    return False
-            else:
+            if stop is None:
                 time.sleep(remaining)
+            elif stop.wait(remaining):
+                return False
+        return False

@@ -47,7 +47,7 @@ from tiltstream.stream.messages import ALLOWED_DTYPES, DEFAULT_UNITS, EndMsg, Fr
 from tiltstream.stream.protocol import pack
 from tiltstream.stream.validation import FrameRejected, check_field, check_frame
 
-__all__ = ["FramePublisher", "FRAME_EXTRA_FIELDS", "wire_dtype", "exact_cast"]
+__all__ = ["FramePublisher", "FRAME_EXTRA_FIELDS", "publisher_for", "wire_dtype", "exact_cast"]
 
 logger = logging.getLogger(__name__)
 
@@ -210,16 +210,6 @@ class FramePublisher:
         """True between :meth:`start` and :meth:`end`."""
         return self._open
 
-    @property
-    def frame_shape(self) -> tuple[int, int] | None:
-        """(Y, U) of the series' frames, once known."""
-        return self._frame_shape
-
-    @property
-    def dtype(self) -> np.dtype | None:
-        """Wire dtype of the series' frames, once known."""
-        return self._dtype
-
     def _start_msg(self, shape: tuple[int, int], dtype: np.dtype) -> StartMsg:
         assert self.stream_id is not None
         return StartMsg(
@@ -335,14 +325,27 @@ class FramePublisher:
             if not self._open:
                 raise RuntimeError("end: no open series, call start() first")
             self._open = False
+            wait = {} if timeout_s is None else {"timeout_s": timeout_s}
             if not self._start_sent and self._frame_shape is not None:
                 self._start_sent = True
-                self._deliver(self._start_msg(self._frame_shape, self._dtype or np.dtype("<f4")),
-                              **({} if timeout_s is None else {"timeout_s": timeout_s}))
+                self._deliver(self._start_msg(self._frame_shape, self._dtype or np.dtype("<f4")), **wait)
             msg = EndMsg(stream_id=self.stream_id, n_frames=self.n_frames, reason=str(reason)[:_REASON_CHARS])
-            self._deliver(msg, **({} if timeout_s is None else {"timeout_s": timeout_s}))
+            self._deliver(msg, **wait)
             logger.info("series %s ended after %d frames (%s)", self.stream_id, self.n_frames, reason)
             return self.n_frames
+
+    def abort(self, exc: BaseException) -> None:
+        """End an open series because of ``exc``: reason ``"aborted"`` for Ctrl-C, else ``"error: ..."``.
+
+        A failure to send that ``end/1`` is logged, not raised: the original error matters more.
+        """
+        if not self._open:
+            return
+        reason = "aborted" if isinstance(exc, KeyboardInterrupt) else f"error: {type(exc).__name__}: {exc}"
+        try:
+            self.end(reason, timeout_s=_END_TIMEOUT_ON_ERROR_S)
+        except Exception:
+            logger.exception("series %s: could not send end/1", self.stream_id)
 
     def close(self) -> None:
         """Close the sockets this publisher opened from endpoints (given sinks are left open)."""
@@ -355,19 +358,25 @@ class FramePublisher:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         try:
-            if self._open:
-                if exc_type is None:
-                    self.end("complete")
-                else:
-                    aborted = issubclass(exc_type, KeyboardInterrupt)
-                    reason = "aborted" if aborted else f"error: {exc_type.__name__}: {exc}"
-                    try:
-                        self.end(reason, timeout_s=_END_TIMEOUT_ON_ERROR_S)
-                    except Exception:  # the original error matters more than a failed end/1
-                        logger.exception("series %s: could not send end/1", self.stream_id)
+            if exc is not None:
+                self.abort(exc)
+            elif self._open:
+                self.end("complete")
         finally:
             self.close()
 
     def __repr__(self) -> str:
         state = "open" if self._open else "idle"
         return f"FramePublisher(stream_id={self.stream_id!r}, {state}, frames={self.n_frames})"
+
+
+def publisher_for(
+    sink: Sink | str | Sequence[Sink | str] | FramePublisher, experiment: Mapping[str, Any], **options: Any
+) -> tuple[FramePublisher, bool]:
+    """``(publisher, owned)`` for a frame source: ``sink`` itself if it is a FramePublisher (``experiment``
+    joins its metadata, ``options`` are not used), else a new one made with ``options``; ``owned`` is
+    True for a new one, which the source closes."""
+    if isinstance(sink, FramePublisher):
+        sink.experiment.update(experiment)
+        return sink, False
+    return FramePublisher(sink, experiment=experiment, **options), True

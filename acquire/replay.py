@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from tiltstream.acquire.pacing import Pacer, parse_speed
-from tiltstream.acquire.publisher import FramePublisher
+from tiltstream.acquire.publisher import FramePublisher, publisher_for
 from tiltstream.acquire.sinks import Sink
 from tiltstream.stream.messages import DEFAULT_LIMITS, ProtocolError, StartMsg
 from tiltstream.stream.protocol import pack
@@ -164,13 +164,8 @@ def replay_series(
                         pixel_nm=series.pixel_nm, tilt_range_deg=tilt_range, experiment=exp)
 
     metadata = _fit_header(metadata, make)
-    owns = not isinstance(sink, FramePublisher)
-    if isinstance(sink, FramePublisher):
-        pub = sink
-        pub.experiment.update(metadata)
-    else:
-        pub = FramePublisher(sink, frame_shape=shape, dtype=dtype, pixel_nm=series.pixel_nm, scheme=scheme,
-                             tilt_range_deg=tilt_range, experiment=metadata, send_timeout_s=send_timeout_s)
+    pub, owns = publisher_for(sink, metadata, frame_shape=shape, dtype=dtype, pixel_nm=series.pixel_nm, scheme=scheme,
+                              tilt_range_deg=tilt_range, send_timeout_s=send_timeout_s)
     pub.delivery.stop_event = stop_event
     exposure = series.exposure_s
     sent, max_lag = 0, 0.0
@@ -189,12 +184,7 @@ def replay_series(
         stopped = sent < n - start_frame
         pub.end("stopped" if stopped else "complete", **({"timeout_s": 5.0} if stopped else {}))
     except BaseException as exc:
-        if pub.is_open:
-            reason = "aborted" if isinstance(exc, KeyboardInterrupt) else f"error: {type(exc).__name__}: {exc}"
-            try:
-                pub.end(reason, timeout_s=5.0)
-            except Exception:  # the original error matters more than a failed end/1
-                logger.exception("replay of %s: could not send end/1", series.source)
+        pub.abort(exc)
         raise
     finally:
         if owns:

@@ -122,11 +122,10 @@ class TiltScheduler:
         lo, hi = self.tilt_range_deg
         return tilt_scheme(self.scheme, n, lo=lo, hi=hi, **self.scheme_kw)
 
-    def _table(self, angles: np.ndarray, index0: int) -> Schedule:
+    def _table(self, n: int) -> Schedule:
+        angles = self._angles(n)
         starts, mids, exposure = self.timing.times(angles)
-        speeds = self.timing.tilt_speeds(angles)
-        index = np.arange(index0, index0 + angles.size, dtype=np.int64)
-        return Schedule(index, angles, mids, starts, exposure, speeds)
+        return Schedule(np.arange(n, dtype=np.int64), angles, mids, starts, exposure, self.timing.tilt_speeds(angles))
 
     def plan(self, n: int | None = None) -> Schedule:
         """Frames 0 … n−1 as arrays (default: all ``n_frames``; required for an endless schedule)."""
@@ -138,10 +137,9 @@ class TiltScheduler:
             if n > self.n_frames:
                 raise ValueError(f"plan: expected at most {self.n_frames} frames, got {n}")
             if self._full is None:
-                self._full = self._table(self._angles(self.n_frames), 0)
-            full = self._full
-            return Schedule(*(getattr(full, f)[:n] for f in Schedule.__dataclass_fields__))
-        return self._table(self._angles(int(n)), 0)
+                self._full = self._table(self.n_frames)
+            return Schedule(*(getattr(self._full, f)[:n] for f in Schedule.__dataclass_fields__))
+        return self._table(int(n))
 
     def blocks(self) -> Iterator[Schedule]:
         """Consecutive blocks of planned frames (one block for a finite schedule)."""
@@ -154,7 +152,7 @@ class TiltScheduler:
             b = a + self.chunk
             if prev is None:
                 # one frame of look-ahead: frame 0's stage speed depends on the move to frame 1
-                ahead = self._table(self._angles(b + 1), 0)
+                ahead = self._table(b + 1)
                 block = Schedule(*(getattr(ahead, f)[:b] for f in Schedule.__dataclass_fields__))
             else:
                 block = self._continue(self._angles(b), a, prev)

@@ -18,6 +18,7 @@ random stream), just delivered live.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import logging
@@ -32,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from tiltstream.acquire.pacing import Pacer, parse_speed
-from tiltstream.acquire.publisher import FramePublisher
+from tiltstream.acquire.publisher import FramePublisher, publisher_for
 from tiltstream.acquire.scheduler import Schedule, TiltScheduler
 from tiltstream.acquire.sinks import Sink
 from tiltstream.sim import TimingModel
@@ -173,14 +174,11 @@ class SimulatedMicroscope:
             scheme, n_frames=self.n_frames, tilt_range_deg=tilt_range_deg, timing=self.timing
         ).plan()
         lo, hi = (float(v) for v in tilt_range_deg)
-        spec = Recipe(phantom=phantom_name, size=int(size), scheme=scheme, tilt_range_deg=(lo, hi),
-                      dose_e_per_A2=self.dose, duration_s=duration_s, static=static, timing=self.timing,
-                      drift_px_per_s=float(drift_px_per_s), jitter_px=float(jitter_px),
-                      axis_offset_px=float(axis_offset_px), seed=self.seed)
-        self.phantom = spec.phantom_for(float(self.schedule.times_s[-1] + 0.5 * self.schedule.exposure_s[-1]))
-        self.exponent = EXPONENT
-        self.drift_px_per_s, self.jitter_px = spec.drift_px_per_s, spec.jitter_px
-        self.axis_offset_px = spec.axis_offset_px
+        self.spec = Recipe(phantom=phantom_name, size=int(size), scheme=scheme, tilt_range_deg=(lo, hi),
+                           dose_e_per_A2=self.dose, duration_s=duration_s, static=static, timing=self.timing,
+                           drift_px_per_s=float(drift_px_per_s), jitter_px=float(jitter_px),
+                           axis_offset_px=float(axis_offset_px), seed=self.seed)
+        self.phantom = self.spec.phantom_for(float(self.schedule.times_s[-1] + 0.5 * self.schedule.exposure_s[-1]))
         self.temperature = temperature
         self.supersample, self.scatter_per_nm = int(supersample), float(scatter_per_nm)
         s = self.schedule
@@ -188,7 +186,7 @@ class SimulatedMicroscope:
                               if blur and self.timing.continuous else 1)
         self.chunk_frames, self.prefetch_chunks = int(chunk_frames), int(prefetch_chunks)
         self.lag_tolerance_s = float(lag_tolerance_s)
-        self.recipe: dict[str, Any] = spec.record(self.phantom)
+        self.recipe: dict[str, Any] = self.spec.record(self.phantom)
         metadata = {
             "source": "tiltstream.acquire.SimulatedMicroscope",
             "simulation": self.recipe,
@@ -199,46 +197,38 @@ class SimulatedMicroscope:
             **dict(experiment or {}),
         }
         y, _, x = self.phantom.shape
-        if isinstance(sink, FramePublisher):
-            self.publisher, self._owns_publisher = sink, False
-            self.publisher.experiment.update(metadata)
-            if self.publisher.pixel_nm is None:
-                self.publisher.pixel_nm = self.phantom.voxel_nm
-        else:
-            self.publisher = FramePublisher(
-                sink, frame_shape=(y, x), dtype=np.float32, pixel_nm=self.phantom.voxel_nm,
-                scheme=scheme, tilt_range_deg=(lo, hi), experiment=metadata, pub=pub,
-                send_timeout_s=send_timeout_s,
-            )
-            self._owns_publisher = True
+        self.publisher, self._owns_publisher = publisher_for(
+            sink, metadata, frame_shape=(y, x), dtype=np.float32, pixel_nm=self.phantom.voxel_nm,
+            scheme=scheme, tilt_range_deg=(lo, hi), pub=pub, send_timeout_s=send_timeout_s,
+        )
+        if self.publisher.pixel_nm is None:
+            self.publisher.pixel_nm = self.phantom.voxel_nm
 
     def truth(self, t_s: float) -> np.ndarray:
         """Ground-truth contrast volume (Z, Y, X) float32 at ``t_s`` seconds."""
-        return self.phantom.contrast(t_s, self.exponent)
+        return self.phantom.contrast(t_s, EXPONENT)
 
     def _render(self, a: int, b: int, shifts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Frames a … b−1, (b−a, Y, U) float32."""
         s = self.schedule
         return render_frames(
             self.phantom, s.angles_deg[a:b], s.times_s[a:b], s.exposure_s[a:b], s.tilt_speed_deg_s[a:b],
-            shifts[a:b], exponent=self.exponent, blur_substeps=self.blur_substeps, supersample=self.supersample,
-            axis_offset_px=self.axis_offset_px, dose_e_per_A2=None if self.dose is None else np.full(b - a, self.dose),
-            scatter_per_nm=self.scatter_per_nm, rng=rng,
+            shifts[a:b], exponent=EXPONENT, blur_substeps=self.blur_substeps, supersample=self.supersample,
+            axis_offset_px=self.spec.axis_offset_px, scatter_per_nm=self.scatter_per_nm, rng=rng,
+            dose_e_per_A2=None if self.dose is None else np.full(b - a, self.dose),
         )
 
     def _producer(self, out: queue.Queue, halt: threading.Event) -> None:
         rng = np.random.default_rng(self.seed)
         try:
-            shifts = specimen_shifts(self.schedule.times_s, drift_px_per_s=self.drift_px_per_s,
-                                     jitter_px=self.jitter_px, rng=rng)
+            shifts = specimen_shifts(self.schedule.times_s, drift_px_per_s=self.spec.drift_px_per_s,
+                                     jitter_px=self.spec.jitter_px, rng=rng)
             for a in range(0, self.n_frames, self.chunk_frames):
                 item: Any = (a, self._render(a, min(a + self.chunk_frames, self.n_frames), shifts, rng))
                 while not halt.is_set():
-                    try:
+                    with contextlib.suppress(queue.Full):
                         out.put(item, timeout=0.1)
                         break
-                    except queue.Full:
-                        continue
                 if halt.is_set():
                     return
         except BaseException as exc:  # surfaced by the consumer
@@ -308,11 +298,7 @@ class SimulatedMicroscope:
                 )
                 sent += 1
         except BaseException as exc:
-            reason = "aborted" if isinstance(exc, KeyboardInterrupt) else f"error: {type(exc).__name__}: {exc}"
-            try:
-                pub.end(reason, timeout_s=5.0)
-            except Exception:  # the original error matters more than a failed end/1
-                logger.exception("series %s: could not send end/1", stream_id)
+            pub.abort(exc)
             raise
         finally:
             frames.close()

@@ -55,13 +55,8 @@ class Sink(Protocol):
 
 
 class LossySink:
-    """Wraps a sink whose refusals are drops (a viewer PUB socket): never retried, only counted.
-
-    Attributes
-    ----------
-    sink : the wrapped sink.
-    dropped : messages it refused.
-    """
+    """Wraps ``sink``, a sink whose refusals are drops (a viewer PUB socket): :class:`Delivery` offers
+    it each message once and counts the refusals, never retries."""
 
     lossy = True
 
@@ -69,14 +64,10 @@ class LossySink:
         if not callable(getattr(sink, "send", None)):
             raise TypeError(f"sink: expected an object with send(msg) -> bool, got {type(sink).__name__}")
         self.sink = sink
-        self.dropped = 0
 
     def send(self, msg: Message) -> bool:
-        """Offer ``msg`` once; False (counted in :attr:`dropped`) if the sink refused it."""
-        ok = bool(self.sink.send(msg))
-        if not ok:
-            self.dropped += 1
-        return ok
+        """Offer ``msg`` once; False if the sink refused it."""
+        return bool(self.sink.send(msg))
 
     def close(self) -> None:
         """Close the wrapped sink if it can be closed."""

@@ -9,14 +9,11 @@ is ``Σ_m f_m·(Z_m/79)^exponent`` (pure gold = 1).
 from __future__ import annotations
 
 import abc
-import logging
 import math
 from typing import Sequence
 
 import numpy as np
 import torch
-
-log = logging.getLogger(__name__)
 
 ATOMIC_NUMBERS: dict[str, int] = {"Au": 79, "Pt": 78, "Ag": 47, "Pd": 46, "Cu": 29, "Ni": 28}
 """Atomic numbers of the elements phantoms may contain."""

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from scipy.optimize import brentq
 
-from .phantom_base import ATOMIC_NUMBERS, FrozenPhantom, Phantom, sphere_volume_nm3
+from .phantom_base import Phantom, sphere_volume_nm3
 from .shapes import (
     occupancy,
     rotation_matrix,
@@ -34,17 +34,7 @@ from .shapes import (
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "ATOMIC_NUMBERS",
-    "CoreShell",
-    "FrozenPhantom",
-    "NanoRod",
-    "NanoStar",
-    "PHANTOMS",
-    "Phantom",
-    "Sintering",
-    "make_phantom",
-]
+__all__ = ["CoreShell", "NanoRod", "NanoStar", "PHANTOMS", "Sintering", "make_phantom"]
 
 _PROGRESS_GRID = np.linspace(0.0, 1.0, 201)
 
@@ -287,8 +277,7 @@ class CoreShell(Phantom):
         occ = self._shell(z, y, x, spacing_nm)
         ell = self._profile_length(t_s, spacing_nm)
         ell0 = self._profile_length(0.0, spacing_nm)
-        pz, py, px = (z - self.core_offset[0], y - self.core_offset[1], x - self.core_offset[2])
-        r = torch.sqrt(pz * pz + py * py + px * px)
+        r = torch.sqrt(sum((g - c) ** 2 for g, c in zip((z, y, x), self.core_offset)))
         au = _ball_diffusion_profile(r, self.core_radius, ell) + self._au_offset(ell, ell0)
         au = torch.clamp(au, 0.0, 1.0)
         return {"Au": occ * au, "Ag": occ * (1.0 - au)}

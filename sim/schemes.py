@@ -8,13 +8,10 @@ times and the angle range the stage sweeps during each exposure.
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
 from typing import Any, Callable
 
 import numpy as np
-
-log = logging.getLogger(__name__)
 
 GOLDEN_RATIO = (1.0 + math.sqrt(5.0)) / 2.0
 

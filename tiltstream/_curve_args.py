@@ -19,7 +19,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_curve_arguments", "curve_from_args", "has_curve"]
+__all__ = ["add_curve_arguments", "curve_from_args"]
 
 
 def add_curve_arguments(parser: argparse.ArgumentParser) -> Any:
@@ -32,11 +32,6 @@ def add_curve_arguments(parser: argparse.ArgumentParser) -> Any:
     g.add_argument("--curve-allowed", type=Path, default=None, metavar="DIR",
                    help="for bound sockets: folder of the public *.key files of the machines allowed to connect")
     return g
-
-
-def has_curve(args: argparse.Namespace) -> bool:
-    """True when ``--curve-key`` was given."""
-    return getattr(args, "curve_key", None) is not None
 
 
 def curve_from_args(args: argparse.Namespace, *, bind: bool) -> Any:

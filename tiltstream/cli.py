@@ -16,8 +16,6 @@ from tiltstream import __version__
 from tiltstream._args import floats as _floats
 from tiltstream._args import positive_int as _positive_int
 
-log = logging.getLogger("tiltstream")
-
 # -- info ----------------------------------------------------------------------------------------
 def cmd_info(args: argparse.Namespace) -> int:
     from tiltstream.stream.readers import describe  # noqa: PLC0415
@@ -43,8 +41,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_reconstruct(args: argparse.Namespace) -> int:
     from tiltstream import reconstruct as reconstruct_mod  # noqa: PLC0415
 
-    summary = reconstruct_mod.run(args)
-    print(summary)
+    print(reconstruct_mod.run(args))
     return 0
 
 # -- score ---------------------------------------------------------------------------------------
@@ -55,11 +52,12 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 def build_parser() -> argparse.ArgumentParser:
+    from tiltstream import cmd_acquire, cmd_align, cmd_export, cmd_keys, cmd_recon, cmd_record, cmd_view, demo  # noqa: PLC0415 (light at import)
+
     p = argparse.ArgumentParser(prog="tiltstream", description="Live reconstruction for in-situ electron tomography.")
     p.add_argument("--version", action="version", version=f"tiltstream {__version__}")
     p.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     s = sub.add_parser("info", help="what a tilt-series file holds")
     s.add_argument("file", type=Path)
@@ -69,22 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_info)
 
     s = sub.add_parser("simulate", help="simulate a (dynamic) phantom tilt series and write an NXtomo recording")
-    s.add_argument("--phantom", default="nanorod", help="nanorod, nanostar, core_shell, sintering (default nanorod)")
-    s.add_argument("--size", type=_positive_int, default=64, help="volume edge in voxels (default 64)")
-    s.add_argument("--frames", type=_positive_int, default=240, help="number of frames (default 240)")
+    cmd_acquire.add_series_options(s)
     s.add_argument("--out", type=Path, required=True, help="output recording (.h5 / .nxs)")
-    s.add_argument("--scheme", choices=["golden", "linear", "incremental"], default="golden")
-    s.add_argument("--tilt-range", type=_floats, default=[-70.0, 70.0], metavar="LO,HI", help="degrees (default -70,70)")
-    s.add_argument("--dose", type=float, default=None, metavar="E_PER_A2",
-                   help="dose per frame in e-/Å² (default: noise-free)")
-    s.add_argument("--duration", type=float, default=None, metavar="S",
-                   help="duration of the shape change in s (default: the acquisition time)")
-    s.add_argument("--static", action="store_true", help="freeze the phantom (no shape change)")
-    s.add_argument("--exposure", type=float, default=0.1, metavar="S", help="exposure per frame in s")
-    s.add_argument("--drift", type=float, default=0.0, metavar="PX_PER_S", help="random-walk drift speed")
-    s.add_argument("--jitter", type=float, default=0.0, metavar="PX", help="white per-frame jitter")
-    s.add_argument("--axis-offset", type=float, default=0.0, metavar="PX", help="tilt-axis offset from centre")
-    s.add_argument("--seed", type=int, default=0)
     s.set_defaults(func=cmd_simulate)
 
     s = sub.add_parser("reconstruct", help="batch 3-D/4-D reconstruction of a tilt series")
@@ -126,8 +110,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "(gloo on CPU, nccl on GPU); under torchrun RANK/WORLD_SIZE are used instead")
     s.add_argument("--align", action="store_true",
                    help="align the series first (drift, tilt-axis direction and offset; see 'tiltstream align')")
-    from tiltstream import cmd_align  # noqa: PLC0415 (light at import)
-
     cmd_align.add_align_options(s)
     s.set_defaults(func=cmd_reconstruct)
 
@@ -136,8 +118,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--truth-from", type=Path, default=None, metavar="SIM.h5",
                    help="simulated recording (default: the result's input)")
     s.set_defaults(func=cmd_score)
-
-    from tiltstream import cmd_acquire, cmd_export, cmd_keys, cmd_recon, cmd_record, cmd_view, demo  # noqa: PLC0415 (light at import)
 
     demo.register(sub)
     cmd_acquire.register(sub)

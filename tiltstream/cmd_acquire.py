@@ -18,27 +18,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
-import signal
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tiltstream._args import positive_int as _positive_int
+from tiltstream._args import positive_int, seconds, stop_on_signals
 from tiltstream._curve_args import add_curve_arguments, curve_from_args
 
-__all__ = ["register", "cmd_sim", "cmd_replay", "cmd_watch"]
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {value}")
-    return value
+__all__ = ["register", "add_series_options", "cmd_sim", "cmd_replay", "cmd_watch"]
 
 
 def _speed(text: str) -> float:
@@ -66,34 +53,39 @@ def _add_outputs(s: argparse.ArgumentParser) -> None:
                         "(e.g. tcp://127.0.0.1:5555,tcp://127.0.0.1:5557)")
     s.add_argument("--pub", metavar="ENDPOINT", default=None,
                    help="viewer PUB endpoint to bind (lossy), e.g. tcp://127.0.0.1:5556")
-    s.add_argument("--send-timeout", type=_seconds, default=None, metavar="S",
+    s.add_argument("--send-timeout", type=seconds, default=None, metavar="S",
                    help="give up when a consumer takes nothing for S seconds (default: wait)")
     add_curve_arguments(s)
+
+
+def add_series_options(s: argparse.ArgumentParser) -> None:
+    """The simulated series' options, shared by ``sim`` and ``simulate``."""
+    s.add_argument("--phantom", default="nanorod", help="nanorod, nanostar, core_shell, sintering (default nanorod)")
+    s.add_argument("--size", type=positive_int, default=64, help="volume edge in voxels (default 64)")
+    s.add_argument("--frames", type=positive_int, default=240, help="number of frames (default 240)")
+    s.add_argument("--dose", type=float, default=None, metavar="E_PER_A2",
+                   help="dose per frame in e-/Å² (default: noise-free)")
+    s.add_argument("--scheme", choices=["golden", "linear", "incremental"], default="golden")
+    s.add_argument("--tilt-range", type=_pair, default=(-70.0, 70.0), metavar="LO,HI", help="degrees (default -70,70)")
+    s.add_argument("--exposure", type=seconds, default=0.1, metavar="S", help="exposure per frame (default 0.1 s)")
+    s.add_argument("--duration", type=float, default=None, metavar="S",
+                   help="duration of the shape change in s (default: the acquisition time)")
+    s.add_argument("--static", action="store_true", help="freeze the phantom (no shape change)")
+    s.add_argument("--drift", type=float, default=0.0, metavar="PX_PER_S", help="random-walk drift speed")
+    s.add_argument("--jitter", type=float, default=0.0, metavar="PX", help="white per-frame jitter")
+    s.add_argument("--axis-offset", type=float, default=0.0, metavar="PX", help="tilt-axis offset from centre")
+    s.add_argument("--seed", type=int, default=0)
 
 
 def register(subparsers: Any) -> None:
     """Add the ``sim``, ``replay`` and ``watch`` sub-commands to ``subparsers``."""
     s = subparsers.add_parser("sim", help="run the simulated microscope and publish its frames live")
-    s.add_argument("--phantom", default="nanorod", help="nanorod, nanostar, core_shell, sintering (default nanorod)")
-    s.add_argument("--size", type=_positive_int, default=64, help="volume edge in voxels (default 64)")
-    s.add_argument("--frames", type=_positive_int, default=240, help="number of frames (default 240)")
-    s.add_argument("--dose", type=float, default=None, metavar="E_PER_A2",
-                   help="dose per frame in e-/Å² (default: noise-free)")
+    add_series_options(s)
     s.add_argument("--speed", type=_speed, default=1.0, metavar="X",
                    help="factor of real time, or 'max' (default 1)")
-    s.add_argument("--scheme", choices=["golden", "linear", "incremental"], default="golden")
-    s.add_argument("--tilt-range", type=_pair, default=(-70.0, 70.0), metavar="LO,HI", help="degrees (default -70,70)")
-    s.add_argument("--exposure", type=_seconds, default=0.1, metavar="S", help="exposure per frame (default 0.1 s)")
-    s.add_argument("--duration", type=float, default=None, metavar="S",
-                   help="duration of the shape change (default: the acquisition time)")
-    s.add_argument("--static", action="store_true", help="freeze the phantom")
-    s.add_argument("--drift", type=float, default=0.0, metavar="PX_PER_S", help="random-walk drift speed")
-    s.add_argument("--jitter", type=float, default=0.0, metavar="PX", help="white per-frame jitter")
-    s.add_argument("--axis-offset", type=float, default=0.0, metavar="PX", help="tilt-axis offset from centre")
     s.add_argument("--temperature", type=float, default=25.0, metavar="C", help="start temperature (default 25 °C)")
     s.add_argument("--heating-rate", type=float, default=0.0, metavar="C_PER_S", help="linear ramp (default 0)")
     s.add_argument("--temperature-limit", type=float, default=None, metavar="C", help="end of the ramp")
-    s.add_argument("--seed", type=int, default=0)
     _add_outputs(s)
     s.set_defaults(func=cmd_sim)
 
@@ -111,42 +103,21 @@ def register(subparsers: Any) -> None:
     s.add_argument("--pattern", default="*.tif", help="glob pattern(s), comma-separated (default *.tif)")
     s.add_argument("--angle-from", choices=["sidecar", "filename"], default="sidecar",
                    help="read angles from FRAME.json/.txt beside each frame, or from the file name")
-    s.add_argument("--poll", type=_seconds, default=0.2, metavar="S", help="time between scans (default 0.2 s)")
-    s.add_argument("--settle", type=_seconds, default=0.5, metavar="S",
+    s.add_argument("--poll", type=seconds, default=0.2, metavar="S", help="time between scans (default 0.2 s)")
+    s.add_argument("--settle", type=seconds, default=0.5, metavar="S",
                    help="a file is complete when unchanged this long (default 0.5 s)")
-    s.add_argument("--sidecar-wait", type=_seconds, default=5.0, metavar="S", help="wait for a sidecar (default 5 s)")
-    s.add_argument("--exposure", type=_seconds, default=0.0, metavar="S",
+    s.add_argument("--sidecar-wait", type=seconds, default=5.0, metavar="S", help="wait for a sidecar (default 5 s)")
+    s.add_argument("--exposure", type=seconds, default=0.0, metavar="S",
                    help="exposure when no sidecar says (0 = unknown)")
     s.add_argument("--pixel-nm", type=float, default=None, metavar="NM", help="pixel size in the sample plane")
     s.add_argument("--tilt-axis-angle", type=float, default=0.0, metavar="DEG",
                    help="in-plane tilt-axis angle of the stored frames (default 0: along the rows)")
     s.add_argument("--no-existing", action="store_true", help="ignore files already in the folder")
-    s.add_argument("--max-frames", type=_positive_int, default=None, metavar="N", help="stop after N frames")
-    s.add_argument("--idle-timeout", type=_seconds, default=None, metavar="S",
+    s.add_argument("--max-frames", type=positive_int, default=None, metavar="N", help="stop after N frames")
+    s.add_argument("--idle-timeout", type=seconds, default=None, metavar="S",
                    help="stop after S seconds without a new file (default: until stopped)")
     _add_outputs(s)
     s.set_defaults(func=cmd_watch)
-
-
-@contextlib.contextmanager
-def _stop_on_signals() -> Iterator[threading.Event]:
-    """An event set by the first Ctrl-C/SIGTERM; a second Ctrl-C raises KeyboardInterrupt."""
-    stop = threading.Event()
-    previous: dict[int, Any] = {}
-
-    def on_signal(signum: int, frame: Any) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, on_signal)
-    try:
-        yield stop
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 @contextlib.contextmanager
@@ -190,7 +161,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
     if not lo < hi:
         raise ValueError(f"--tilt-range: expected LO < HI, got {lo},{hi}")
     ramp = TemperatureRamp(args.temperature, args.heating_rate, args.temperature_limit)
-    with _sinks(args) as sinks, _stop_on_signals() as stop:
+    with _sinks(args) as sinks, stop_on_signals() as stop:
         mic = SimulatedMicroscope(
             args.phantom, sink=sinks, size=args.size, n_frames=args.frames, dose=args.dose, speed=args.speed,
             seed=args.seed, scheme=args.scheme, tilt_range_deg=(lo, hi), exposure_s=args.exposure,
@@ -212,7 +183,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     """Replay a file; print a one-line summary."""
     from tiltstream.acquire.replay import replay  # noqa: PLC0415
 
-    with _sinks(args) as sinks, _stop_on_signals() as stop:
+    with _sinks(args) as sinks, stop_on_signals() as stop:
         print(f"replay: {args.file} on {_where(sinks)}", flush=True)
         try:
             stats = replay(args.file, sinks, speed=args.speed, start_frame=args.start_frame,
@@ -231,7 +202,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     from tiltstream.acquire.folder import FolderWatcher  # noqa: PLC0415
 
     patterns = [p.strip() for p in args.pattern.split(",") if p.strip()]
-    with _sinks(args) as sinks, _stop_on_signals() as stop, FolderWatcher(
+    with _sinks(args) as sinks, stop_on_signals() as stop, FolderWatcher(
         args.folder, sinks, pattern=patterns, angle_from=args.angle_from, poll_s=args.poll,
         settle_s=args.settle, sidecar_wait_s=args.sidecar_wait, exposure_s=args.exposure,
         pixel_nm=args.pixel_nm, tilt_axis_angle_deg=args.tilt_axis_angle,

@@ -13,13 +13,11 @@ hand, closes the file cleanly and prints the summary; a second Ctrl-C interrupts
 from __future__ import annotations
 
 import argparse
-import signal
-import threading
+import contextlib
 from pathlib import Path
 from typing import Any
 
-from tiltstream._args import positive_float as _positive_float
-from tiltstream._args import positive_int as _positive_int
+from tiltstream._args import positive_float, positive_int, stop_on_signals
 from tiltstream._curve_args import add_curve_arguments, curve_from_args
 from tiltstream.cmd_recon import add_memory_budget_option
 
@@ -35,12 +33,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     where.add_argument("--connect", metavar="ENDPOINT", help="connect to a sender, e.g. tcp://127.0.0.1:5555")
     where.add_argument("--bind", metavar="ENDPOINT", help="bind and let senders connect")
     s.add_argument("--out", type=Path, required=True, help="recording of the first series (.h5 / .nxs)")
-    s.add_argument("--max-frames", type=_positive_int, default=None, metavar="N", help="stop after N frames")
-    s.add_argument("--idle-timeout", type=_positive_float, default=None, metavar="S",
+    s.add_argument("--max-frames", type=positive_int, default=None, metavar="N", help="stop after N frames")
+    s.add_argument("--idle-timeout", type=positive_float, default=None, metavar="S",
                    help="stop after S seconds without a message (default: wait until stopped)")
     s.add_argument("--until-end", action="store_true", help="stop when the first series ends (end/1)")
     s.add_argument("--overwrite", action="store_true", help="replace existing files")
-    s.add_argument("--ack-every", type=_positive_int, default=100, metavar="N",
+    s.add_argument("--ack-every", type=positive_int, default=100, metavar="N",
                    help="log an ack line every N frames (shown with -v; default 100)")
     add_memory_budget_option(s, "a larger message disconnects its sender")
     add_curve_arguments(s)
@@ -54,18 +52,7 @@ def cmd_record(args: argparse.Namespace) -> int:
 
     from tiltstream.stream.recorder import Recorder  # noqa: PLC0415
 
-    stop = threading.Event()
-    previous: dict[int, Any] = {}
-
-    def on_signal(signum: int, frame: Any) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous[sig] = signal.signal(sig, on_signal)
-    try:
+    with stop_on_signals() as stop:
         try:
             recorder = Recorder(
                 args.bind or args.connect, args.out, bind=bool(args.bind), curve=curve_from_args(args, bind=bool(args.bind)),
@@ -73,13 +60,7 @@ def cmd_record(args: argparse.Namespace) -> int:
             )
         except zmq.ZMQError as exc:
             raise RuntimeError(f"{args.bind or args.connect}: {exc}") from None
-        with recorder:
-            try:
-                recorder.run(stop, args.max_frames, args.idle_timeout, until_end=args.until_end)
-            except KeyboardInterrupt:
-                pass
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        with recorder, contextlib.suppress(KeyboardInterrupt):
+            recorder.run(stop, args.max_frames, args.idle_timeout, until_end=args.until_end)
     print(recorder.stats.summary())
     return 0

@@ -15,7 +15,6 @@ it runs headless: receives for ``--after`` seconds, writes the file(s) and exits
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,8 +23,6 @@ from tiltstream._args import positive_float, positive_int
 from tiltstream._curve_args import add_curve_arguments, curve_from_args
 
 __all__ = ["register", "add_view_arguments", "cmd_view"]
-
-log = logging.getLogger(__name__)
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:

@@ -97,9 +97,7 @@ class _Thread(threading.Thread):
 def monitor_mode(no_monitor: bool, display: bool) -> str | None:
     """What the demo does about the monitor: ``"window"`` where a display is available, ``"snapshot"``
     headless (``OUT_DIR/monitor.png`` at the end of the live run), None with ``--no-monitor``."""
-    if no_monitor:
-        return None
-    return "window" if display else "snapshot"
+    return None if no_monitor else ("window" if display else "snapshot")
 
 
 def free_tcp_endpoint(host: str = "127.0.0.1") -> str:

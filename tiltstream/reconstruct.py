@@ -73,9 +73,9 @@ def run(args: argparse.Namespace) -> str:
             f"{', '.join(f'{t:.1f}' for t in times)} s to {args.out} ({wall:.1f} s)")
 
 
-def _attrs(args: argparse.Namespace, series, params: BatchParams, wall: float | None) -> dict:
+def _attrs(args: argparse.Namespace, series, params, wall: float | None) -> dict:
     return {
-        "method": params.method,
+        "method": args.method,
         "parameters": params.as_dict(),
         "input_path": str(args.input),
         "device": args.device,
@@ -205,14 +205,8 @@ def _run_dip(args: argparse.Namespace, series) -> str:
         return (f"one rank of a {info['world_size']}-process DIP fitted {info['step']} steps; "
                 f"rank 0 writes {args.out}")
     wall = time.perf_counter() - t0
-    attrs = {
-        "method": "dip",
-        "parameters": params.as_dict(),
-        "input_path": str(args.input),
+    attrs = _attrs(args, series, params, wall) | {
         "device": info["device"],
-        "wall_time_s": wall,
-        "voxel_nm": series.pixel_nm if series.pixel_nm is not None else float("nan"),
-        "tilt_axis_angle_deg": series.metadata.get("tilt_axis_angle_deg", 0.0),
         "checkpoint": str(checkpoint),
         "dip_steps": info["step"],
         "dip_best_step": info["best_step"],

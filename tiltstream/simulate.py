@@ -8,24 +8,26 @@ scored against the phantom they came from.
 from __future__ import annotations
 
 import argparse
-import logging
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from tiltstream.sim import SimulatedSeries
 from tiltstream.sim.recipe import simulated_tilt_series, truth_from_record
 from tiltstream.stream import TiltSeries, read_series, write_series
 
-log = logging.getLogger(__name__)
-
-__all__ = ["run", "simulated_tilt_series", "truth_from_recording", "to_tilt_series"]
+__all__ = ["run", "simulated_tilt_series", "truth_from_recording"]
 
 
-def to_tilt_series(sim: SimulatedSeries, recipe: dict) -> TiltSeries:
-    """The simulated series as a :class:`TiltSeries` with the recipe in ``metadata["simulation"]``."""
-    return TiltSeries(
+def run(args: argparse.Namespace) -> TiltSeries:
+    """Simulate the series the options describe and write it to ``args.out``; returns it."""
+    sim, recipe = simulated_tilt_series(
+        args.phantom, size=args.size, n_frames=args.frames, scheme=args.scheme,
+        tilt_range=args.tilt_range, dose_e_per_A2=args.dose, duration_s=args.duration,
+        static=args.static, exposure_s=args.exposure, drift_px_per_s=args.drift, jitter_px=args.jitter,
+        axis_offset_px=args.axis_offset, seed=args.seed,
+    )
+    series = TiltSeries(
         frames=sim.frames,
         angles_deg=sim.angles_deg,
         times_s=sim.times_s,
@@ -35,18 +37,6 @@ def to_tilt_series(sim: SimulatedSeries, recipe: dict) -> TiltSeries:
         metadata={"simulation": recipe, "source": "tiltstream simulate"},
         source="tiltstream.sim",
     )
-
-
-def run(args: argparse.Namespace) -> TiltSeries:
-    if len(args.tilt_range) != 2:
-        raise ValueError(f"--tilt-range: expected LO,HI, got {args.tilt_range}")
-    sim, recipe = simulated_tilt_series(
-        args.phantom, size=args.size, n_frames=args.frames, scheme=args.scheme,
-        tilt_range=tuple(args.tilt_range), dose_e_per_A2=args.dose, duration_s=args.duration,
-        static=args.static, exposure_s=args.exposure, drift_px_per_s=args.drift, jitter_px=args.jitter,
-        axis_offset_px=args.axis_offset, seed=args.seed,
-    )
-    series = to_tilt_series(sim, recipe)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     write_series(args.out, series, overwrite=True)
     return series
