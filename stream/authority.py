@@ -114,9 +114,7 @@ class PeerTable:
         from zmq.utils.monitor import recv_monitor_message  # noqa: PLC0415
 
         while monitor.poll(0):
-            event = recv_monitor_message(monitor)
-            fd = int(event["value"])
-            self._dead.add(fd)
+            self._dead.add(int(recv_monitor_message(monitor)["value"]))  # the descriptor that closed
 
     def close(self) -> None:
         """Stop monitoring (before the socket closes)."""

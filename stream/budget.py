@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import re
 
+from tiltstream.stream.messages import Limits
+
 __all__ = ["MIN_BUDGET_BYTES", "default_budget_bytes", "parse_bytes", "part_limit_bytes"]
 
 #: Smallest budget a service runs with, whatever the machine or the environment says.
@@ -53,6 +55,9 @@ def default_budget_bytes() -> int:
     return max(MIN_BUDGET_BYTES, value)
 
 
-def part_limit_bytes(budget_bytes: int, queue_messages: int, protocol_max_bytes: int) -> int:
-    """Largest message part a receiver with ``queue_messages`` queued can take within its budget."""
-    return max(1, min(int(protocol_max_bytes), int(budget_bytes) // (int(queue_messages) + 1)))
+def part_limit_bytes(budget_bytes: int | None, queue_messages: int, limits: Limits) -> int:
+    """Largest message part a receiver with ``queue_messages`` queued can take within its budget
+    (None: :func:`default_budget_bytes`), and at most the largest array ``limits`` allows, in float64."""
+    budget = default_budget_bytes() if budget_bytes is None else int(budget_bytes)
+    protocol_max = 8 * max(limits.max_frame_elements, limits.max_volume_elements)
+    return max(1, min(protocol_max, budget // (int(queue_messages) + 1)))

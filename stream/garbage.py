@@ -28,10 +28,6 @@ def _packb(header: Any) -> bytes:
     return msgpack.packb(header, use_bin_type=True)
 
 
-def _with(header: dict[str, Any], **changes: Any) -> dict[str, Any]:
-    return {**header, **changes}
-
-
 def _random_bytes(rng: np.random.Generator, h: dict[str, Any], data: bytes) -> list[bytes]:
     return [rng.bytes(int(rng.integers(0, 200)))]
 
@@ -56,13 +52,13 @@ def _oversized_data(rng: np.random.Generator, h: dict[str, Any], data: bytes) ->
 def _wrong_shape(rng: np.random.Generator, h: dict[str, Any], data: bytes) -> list[bytes]:
     y, u = h["shape"]
     shape = [[y + 1, u], [y, u, 1], [y * u], [0, u], [-y, -u], "8x8", [y, 1.5]][int(rng.integers(7))]
-    return [_packb(_with(h, shape=shape)), data]
+    return [_packb({**h, "shape": shape}), data]
 
 
 def _non_finite_field(rng: np.random.Generator, h: dict[str, Any], data: bytes) -> list[bytes]:
     key = ["angle_deg", "t_s", "exposure_s", "temperature_C"][int(rng.integers(4))]
     value = [float("nan"), float("inf"), -float("inf")][int(rng.integers(3))]
-    return [_packb(_with(h, **{key: value})), data]
+    return [_packb({**h, key: value}), data]
 
 
 def _non_finite_data(rng: np.random.Generator, h: dict[str, Any], data: bytes) -> list[bytes]:
@@ -73,7 +69,7 @@ def _non_finite_data(rng: np.random.Generator, h: dict[str, Any], data: bytes) -
 
 def _bad_type(rng: np.random.Generator, h: dict[str, Any], data: bytes) -> list[bytes]:
     kind = ["bogus/1", "frame/2", "frame", "FRAME/1", "", "frame/x", 7, None][int(rng.integers(8))]
-    return [_packb(_with(h, type=kind)), data]
+    return [_packb({**h, "type": kind}), data]
 
 
 def _missing_field(rng: np.random.Generator, h: dict[str, Any], data: bytes) -> list[bytes]:
@@ -86,7 +82,7 @@ def _missing_field(rng: np.random.Generator, h: dict[str, Any], data: bytes) -> 
 def _wrong_field_type(rng: np.random.Generator, h: dict[str, Any], data: bytes) -> list[bytes]:
     changes = [{"seq": "7"}, {"seq": -1}, {"seq": 1.0}, {"stream_id": 5}, {"stream_id": ""},
                {"angle_deg": "10"}, {"exposure_s": -1.0}, {"stage_xyz": [1, 2]}]
-    return [_packb(_with(h, **changes[int(rng.integers(len(changes)))])), data]
+    return [_packb({**h, **changes[int(rng.integers(len(changes)))]}), data]
 
 
 def _not_a_map(rng: np.random.Generator, h: dict[str, Any], data: bytes) -> list[bytes]:
@@ -96,7 +92,7 @@ def _not_a_map(rng: np.random.Generator, h: dict[str, Any], data: bytes) -> list
 
 def _bad_dtype(rng: np.random.Generator, h: dict[str, Any], data: bytes) -> list[bytes]:
     dtype = ["complex64", "<c8", "object", ">f4x", "", "<f2"][int(rng.integers(6))]
-    return [_packb(_with(h, dtype=dtype)), data]
+    return [_packb({**h, "dtype": dtype}), data]
 
 
 def _wrong_parts(rng: np.random.Generator, h: dict[str, Any], data: bytes) -> list[bytes]:
@@ -107,8 +103,8 @@ def _wrong_parts(rng: np.random.Generator, h: dict[str, Any], data: bytes) -> li
 
 def _absurd_size(rng: np.random.Generator, h: dict[str, Any], data: bytes) -> list[bytes]:
     if rng.integers(2):
-        return [_packb(_with(h, shape=[100_000, 100_000])), data]
-    return [_packb(_with(h, stream_id="x" * 70_000)), data]  # header above the size limit
+        return [_packb({**h, "shape": [100_000, 100_000]}), data]
+    return [_packb({**h, "stream_id": "x" * 70_000}), data]  # header above the size limit
 
 
 #: Kind name -> maker of one hostile message from a valid frame header and buffer.

@@ -107,7 +107,6 @@ class Intake:
         self.received = 0
         self.gaps = 0
         self.series = 0
-        self.last_result: SeqResult | None = None
         self.ready: deque[Message] = deque()
         self._held: dict[str, tuple[Message, Peer | None]] = {}
 
@@ -191,7 +190,6 @@ class Intake:
         if series:
             self.authority.accepted(peer)
         self.received += 1
-        self.last_result = result
         return True
 
     def _noted(self, msg: Message, result: SeqResult) -> bool:

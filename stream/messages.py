@@ -3,9 +3,8 @@
 This module holds the messages themselves; which header fields and array parts each type has on
 the wire, and the dtypes arrays may have, are in :mod:`tiltstream.stream.schema` (``ALLOWED_DTYPES``
 still importable from here); the rules a valid value follows are in
-:mod:`tiltstream.stream.validation` (:func:`validate_header`, also importable from here). The codec
-that turns messages into ZeroMQ multipart frames and back is :mod:`tiltstream.stream.protocol`;
-import from there.
+:mod:`tiltstream.stream.validation`. The codec that turns messages into ZeroMQ multipart frames and
+back is :mod:`tiltstream.stream.protocol`; import from there.
 
 Conventions (see DESIGN.md): frames are (Y, U) arrays with Y along the tilt axis, volumes are
 (Z, Y, X); angles are in degrees, times in seconds since stream start, lengths in nm, dose in
@@ -41,8 +40,6 @@ __all__ = [
     "Message",
     "MESSAGE_TYPES",
     "ALLOWED_DTYPES",
-    "validate_header",
-    "check_finite_data",
 ]
 
 #: Every reason code a :class:`ProtocolError` can carry.
@@ -147,9 +144,8 @@ def _canonical_dtype(value: Any) -> Any:
 
 def _values_equal(a: Any, b: Any) -> bool:
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)):
-            return False
-        if a.shape != b.shape or a.dtype != b.dtype:
+        both = isinstance(a, np.ndarray) and isinstance(b, np.ndarray)
+        if not both or a.shape != b.shape or a.dtype != b.dtype:
             return False
         return bool(np.array_equal(a, b, equal_nan=a.dtype.kind == "f"))
     if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
@@ -396,14 +392,9 @@ def _frame_from_fields(values: dict[str, Any]) -> FrameMsg:
 
 
 def __getattr__(name: str) -> Any:
-    """Names that moved still import from here: ``ALLOWED_DTYPES`` (now in :mod:`.schema`),
-    ``validate_header`` and ``check_finite_data`` (now in :mod:`.validation`)."""
+    """``ALLOWED_DTYPES`` moved to :mod:`.schema` (which imports this module); still importable here."""
     if name == "ALLOWED_DTYPES":
         from tiltstream.stream import schema
 
         return schema.ALLOWED_DTYPES
-    if name in ("validate_header", "check_finite_data"):
-        from tiltstream.stream import validation
-
-        return getattr(validation, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

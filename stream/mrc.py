@@ -64,8 +64,9 @@ def _check_words(path: Path, head: bytes, size: int) -> None:
         raise FileFormatError(path, "MRC header: nlabl", "0 to 10 labels", nlabl)
 
 
-def _header(path: Path) -> tuple[Any, np.ndarray | None, int]:
-    """(header copy, indexed extended header or None, expected file size in bytes)."""
+def _checked_header(path: Path) -> tuple[Any, np.ndarray | None]:
+    """Header copy and indexed FEI1/FEI2 extended header (or None) of ``path``, refused where the
+    file size does not fit them."""
     size = path.stat().st_size
     if size < 1024:
         found = "an empty file (0 bytes)" if size == 0 else f"{size} bytes"
@@ -87,7 +88,13 @@ def _header(path: Path) -> tuple[Any, np.ndarray | None, int]:
         itemsize = mrcfile.utils.dtype_from_mode(header.mode).itemsize
     except ValueError as e:
         raise FileFormatError(path, "MRC header: mode", "a known MRC data mode (0, 1, 2, 6, 12)", str(e)) from None
-    return header, ext, 1024 + int(header.nsymbt) + nx * ny * nz * itemsize
+    expected_size = 1024 + int(header.nsymbt) + nx * ny * nz * itemsize
+    what = f"{expected_size} bytes for {nz} x {ny} x {nx} values in mode {int(header.mode)}"
+    if size < expected_size:
+        raise FileFormatError(path, "data", what, f"a truncated file of {size} bytes")
+    if size > expected_size:  # a wrong mode or grid in the header: reading it would scramble the frames
+        raise FileFormatError(path, "data", what, f"a file of {size} bytes ({size - expected_size} more)")
+    return header, ext
 
 
 def _tilt_axis_from_header(header: Any, ext: np.ndarray | None) -> tuple[float | None, str | None]:
@@ -101,19 +108,6 @@ def _tilt_axis_from_header(header: Any, ext: np.ndarray | None) -> tuple[float |
         if match:
             return float(match.group(1)), f"MRC label {i}: {text.strip()!r}"
     return None, None
-
-
-def _checked_header(path: Path) -> tuple[Any, np.ndarray | None]:
-    """Header and FEI1/FEI2 extended header of ``path``, refused where the file size does not fit them."""
-    header, ext, expected_size = _header(path)
-    nx, ny, nz = int(header.nx), int(header.ny), int(header.nz)
-    size = path.stat().st_size
-    what = f"{expected_size} bytes for {nz} x {ny} x {nx} values in mode {int(header.mode)}"
-    if size < expected_size:
-        raise FileFormatError(path, "data", what, f"a truncated file of {size} bytes")
-    if size > expected_size:  # a wrong mode or grid in the header: reading it would scramble the frames
-        raise FileFormatError(path, "data", what, f"a file of {size} bytes ({size - expected_size} more)")
-    return header, ext
 
 
 def _read_data(path: Path, shape: tuple[int, ...]) -> np.ndarray:
@@ -229,17 +223,13 @@ def open_mrc(path: Path) -> RawSeries:
         fields.update(times_s=np.arange(nz, dtype=np.float64), time_source="frame_index",
                       time_detail=f"no {path.with_suffix('.csv').name} with a time_s column"
                       + ("" if mdoc_path is None else f" and no time stamps in {mdoc_path.name}"))
-
-    def load_frames() -> np.ndarray:
-        return _read_data(path, (nz, ny, nx)).astype(np.float32, copy=False)
-
     beside = [p.name for p in (mdoc_path, tlt) if p is not None]
     return RawSeries(
         label=" + ".join([label, *beside]),
         format="serialem" if mdoc_path is not None else "mrc",
         frame_shape=(ny, nx),
         dtype=str(mrcfile.utils.dtype_from_mode(header.mode)),
-        load_frames=load_frames,
+        load_frames=lambda: _read_data(path, (nz, ny, nx)).astype(np.float32, copy=False),
         metadata=metadata,
         files=files,
         **fields,

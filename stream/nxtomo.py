@@ -168,8 +168,7 @@ class NXtomoWriter:
         ds = self._f.create_dataset(
             path, shape=(0, *item_shape), maxshape=(None, *item_shape), chunks=(chunk_n, *item_shape), dtype=dtype
         )
-        for k, v in attrs.items():
-            ds.attrs[k] = v
+        ds.attrs.update(attrs)
         return ds
 
     def _create_layout(self, pixel_nm: float | None, metadata_json: str, tilt_axis_angle_deg: float) -> None:
@@ -192,16 +191,14 @@ class NXtomoWriter:
         if pixel_nm is not None:
             for grp in (DET, SAMPLE):
                 for axis in ("x", "y"):
-                    ds = f.create_dataset(f"{grp}/{axis}_pixel_size", data=float(pixel_nm) * 1e-9)
-                    ds.attrs["units"] = "m"
+                    f.create_dataset(f"{grp}/{axis}_pixel_size", data=float(pixel_nm) * 1e-9).attrs["units"] = "m"
             f[f"{DET}/x_pixel_size"].attrs["doc"] = "sample-plane pixel size (tiltstream)"
         nxdata = f.create_group("entry/data")
         nxdata.attrs.update({"NX_class": "NXdata", "signal": "data"})
         nxdata["data"] = h5py.SoftLink(f"/{DET}/data")
         nxdata["rotation_angle"] = h5py.SoftLink(f"/{SAMPLE}/rotation_angle")
         nxdata["image_key"] = h5py.SoftLink(f"/{DET}/image_key")
-        info = f.create_group(FRAME_INFO)
-        info.attrs["NX_class"] = "NXcollection"
+        f.create_group(FRAME_INFO).attrs["NX_class"] = "NXcollection"
         self._extra_ds: dict[str, h5py.Dataset] = {}
         for name, shape in self._extra.items():
             self._add_extra(name, shape)
@@ -227,11 +224,6 @@ class NXtomoWriter:
         self._extra[name] = shape
 
     # ------------------------------------------------------------------ writing
-    @property
-    def n_frames(self) -> int:
-        """Frames written so far."""
-        return self._n
-
     def append(
         self,
         frame: np.ndarray,

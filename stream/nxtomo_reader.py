@@ -99,31 +99,36 @@ def recording_frame_count(f: h5py.File) -> int:
 
 
 def _dataset(g: h5py.Group, *paths: str) -> tuple[str, h5py.Dataset] | tuple[None, None]:
+    """(full name, dataset) of the first of ``paths`` in ``g`` that is a dataset."""
     for p in paths:
         obj = g.get(p)
         if isinstance(obj, h5py.Dataset):
-            return p, obj
+            return f"{g.name}/{p}", obj
     return None, None
 
 
-def _scaled(label: str, name: str, ds: h5py.Dataset, kind: str, n: int | None = None, cut: bool = False) -> np.ndarray:
-    """Dataset values in degrees/seconds/nm as float64; a scalar is repeated ``n`` times.
+def _scaled(label: str, name: str, ds: h5py.Dataset, kind: str, n: int | None = None, cut: bool = False,
+            what: str = "values") -> np.ndarray:
+    """Dataset values in degrees/seconds/nm as float64.
 
-    ``cut`` keeps only the first ``n`` values (a recording that is still growing).
+    With ``n``: ``n`` values, one per frame (``what``; NaN allowed), or a FileFormatError; a scalar
+    is repeated ``n`` times, and ``cut`` keeps only the first ``n`` (a recording still growing).
     """
     factor = unit_factor(label, name, ds.attrs.get("units"), kind)
     values = np.asarray(ds[()], dtype=np.float64) * factor
-    if values.ndim == 0 and n is not None:
+    if n is None:
+        return values
+    if values.ndim == 0:
         return np.full(n, float(values))
-    return values[:n] if cut else values
+    return check_per_frame(label, name, values[:n] if cut else values, n, what=what, finite=False)
 
 
-def _pixel_nm(label: str, g: h5py.Group, root: str, meta: dict[str, Any]) -> float | None:
+def _pixel_nm(label: str, g: h5py.Group, meta: dict[str, Any]) -> float | None:
     sizes = {}
     for axis in ("x", "y"):
         p, ds = _dataset(g, f"sample/{axis}_pixel_size", f"instrument/detector/{axis}_pixel_size")
         if ds is not None and ds.size == 1:
-            v = float(_scaled(label, f"{root}/{p}", ds, "length", None).reshape(-1)[0])
+            v = float(_scaled(label, p, ds, "length").reshape(-1)[0])
             sizes[axis] = float(f"{v:.12g}")  # undo m -> nm conversion noise
     x = sizes.get("x", sizes.get("y"))
     if x is None:
@@ -151,7 +156,6 @@ def open_nxtomo(path: Path) -> RawSeries:
         data_name, d = _dataset(g, "instrument/detector/data", "data/data")
         if d is None:
             raise FileFormatError(label, f"{root}/instrument/detector/data", "a dataset of frames (N, Y, U)", "none")
-        data_name = f"{root}/{data_name}"
         if d.ndim != 3:
             raise FileFormatError(label, data_name, "a 3-D dataset (N, Y, U)", f"a {d.ndim}-D dataset of shape {d.shape}")
         n = d.shape[0]
@@ -172,19 +176,17 @@ def open_nxtomo(path: Path) -> RawSeries:
         a_name, a_ds = _dataset(g, "sample/rotation_angle", "data/rotation_angle")
         if a_ds is None:
             raise FileFormatError(label, f"{root}/sample/rotation_angle", "a dataset of tilt angles", "none")
-        a_name = f"{root}/{a_name}"
         if a_ds.ndim != 1:
             raise FileFormatError(label, a_name, f"{n} angles (one per frame)", f"a dataset of shape {a_ds.shape}")
         cut = not closed
-        angles_all = check_per_frame(label, a_name, _scaled(label, a_name, a_ds, "angle", n, cut), n,
-                                     what="angles", finite=False)
+        angles_all = _scaled(label, a_name, a_ds, "angle", n, cut, "angles")
 
         k_name, k_ds = _dataset(g, "instrument/detector/image_key", "instrument/detector/image_key_control")
         if k_ds is None:
             keys = np.zeros(n, dtype=np.int64)
         else:
             k_values = k_ds[()]
-            keys = check_per_frame(label, f"{root}/{k_name}", k_values[:n] if cut else k_values, n,
+            keys = check_per_frame(label, k_name, k_values[:n] if cut else k_values, n,
                                    what="image keys").astype(np.int64)
             keys[keys == -1] = 0  # image_key_control: -1 = alignment projection
         sel = keys == 0
@@ -193,7 +195,7 @@ def open_nxtomo(path: Path) -> RawSeries:
             meta["skipped_frames"] = skipped
             _log.info("%s: using %d projections (image_key 0), skipping %s", label, int(sel.sum()), skipped)
         if not sel.any():
-            raise FileFormatError(label, f"{root}/{k_name}", "at least 1 projection (image_key 0)", f"{n} frames: {skipped}")
+            raise FileFormatError(label, k_name, "at least 1 projection (image_key 0)", f"{n} frames: {skipped}")
         n_proj = int(sel.sum())
         bad = np.flatnonzero(sel & ~np.isfinite(angles_all))
         if bad.size:  # frame numbers in the file, darks and flats included
@@ -201,18 +203,14 @@ def open_nxtomo(path: Path) -> RawSeries:
         angles = angles_all[sel]
 
         c_name, c_ds = _dataset(g, "instrument/detector/count_time")
-        count_all = None
-        if c_ds is not None:
-            c_name = f"{root}/{c_name}"
-            count_all = check_per_frame(label, c_name, _scaled(label, c_name, c_ds, "time", n, cut), n,
-                                        what="exposure times", finite=False)
+        count_all = None if c_ds is None else _scaled(label, c_name, c_ds, "time", n, cut, "exposure times")
         exposure = None
         if count_all is not None and np.isfinite(count_all[sel]).all():
             exposure = count_all[sel]
         elif count_all is not None and np.isfinite(count_all[sel]).any():
             _log.warning("%s: %s has NaN entries; exposure times left unknown", label, c_name)
 
-        times_all, time_source, time_detail = _times(label, g, root, n, cut, count_all)
+        times_all, time_source, time_detail = _times(label, g, n, cut, count_all)
         if time_source == "frame_index":
             times = np.arange(n_proj, dtype=np.float64)
         else:
@@ -228,7 +226,7 @@ def open_nxtomo(path: Path) -> RawSeries:
                     if values.shape[0] != n:
                         raise FileFormatError(label, f"{root}/frame_info/{name}", f"{n} values (one per frame)", values.shape[0])
                     extra[name] = values[sel]
-        pixel = _pixel_nm(label, g, root, meta)
+        pixel = _pixel_nm(label, g, meta)
         tilt_axis = float(ts.attrs["tilt_axis_angle_deg"]) if is_rec and "tilt_axis_angle_deg" in ts.attrs else None
         for key in ("title", "start_time", "end_time"):
             if key in g and isinstance(g[key], h5py.Dataset) and key not in meta:
@@ -266,28 +264,25 @@ def open_nxtomo(path: Path) -> RawSeries:
 
 
 def _times(
-    label: str, g: h5py.Group, root: str, n: int, cut: bool, count_all: np.ndarray | None
+    label: str, g: h5py.Group, n: int, cut: bool, count_all: np.ndarray | None
 ) -> tuple[np.ndarray | None, str, str]:
     """(times over all n frames or None, time_source, detail) following the module's rules."""
     name, ds = _dataset(g, f"instrument/detector/{TIME_NAME}")
     if ds is not None:
-        name = f"{root}/{name}"
-        return check_per_frame(label, name, _scaled(label, name, ds, "time", n, cut), n, what="times", finite=False), "timestamps", name
+        return _scaled(label, name, ds, "time", n, cut, "times"), "timestamps", name
     name, ds = _dataset(g, "instrument/detector/start_time")
     if ds is not None and ds.ndim == 1 and np.issubdtype(ds.dtype, np.number):
-        name = f"{root}/{name}"
-        start = check_per_frame(label, name, _scaled(label, name, ds, "time", n, cut), n, what="times", finite=False)
+        start = _scaled(label, name, ds, "time", n, cut, "times")
         stop_name, stop_ds = _dataset(g, "instrument/detector/stop_time")
         if count_all is not None and np.isfinite(count_all).all():
             mid, how = start + count_all / 2.0, "start_time + count_time/2"
         elif stop_ds is not None and stop_ds.ndim == 1 and np.issubdtype(stop_ds.dtype, np.number):
-            stop_name = f"{root}/{stop_name}"
-            stop = check_per_frame(label, stop_name, _scaled(label, stop_name, stop_ds, "time", n, cut), n, what="times", finite=False)
+            stop = _scaled(label, stop_name, stop_ds, "time", n, cut, "times")
             mid, how = (start + stop) / 2.0, "(start_time + stop_time)/2"
         else:
             mid, how = start, "start_time (exposure unknown)"
         return mid - np.nanmin(start), "timestamps", f"{name}: {how}, from the first frame's start"
     if count_all is not None and np.isfinite(count_all).all():
         return times_from_count_time(count_all), "cumulative_count_time", (
-            f"{root}/instrument/detector/count_time: back-to-back exposures over all frames in file order")
+            f"{g.name}/instrument/detector/count_time: back-to-back exposures over all frames in file order")
     return None, "frame_index", "no timestamps or exposure times in the file"

@@ -63,7 +63,7 @@ from tiltstream.stream.messages import (
     VolumeMsg,
     _frame_from_fields,
 )
-from tiltstream.stream.schema import _ARRAYS, _FIELD_KINDS, _REQUIRED, ALLOWED_DTYPES, _fail, _show
+from tiltstream.stream.schema import _ARRAYS, _FIELD_KINDS, _REQUIRED, ALLOWED_DTYPES, _show
 from tiltstream.stream.tracking import (
     SEQ_REASONS,
     RejectCounter,
@@ -123,25 +123,25 @@ def _as_buffer(part: Any, index: int) -> memoryview:
     try:
         view = memoryview(part)
     except TypeError:
-        raise _fail(
+        raise ProtocolError(
             "garbage", f"part {index}: expected a bytes-like frame, got {_show(part)}"
         ) from None
     if not view.c_contiguous:
-        raise _fail("garbage", f"part {index}: buffer is not contiguous")
+        raise ProtocolError("garbage", f"part {index}: buffer is not contiguous")
     if view.ndim != 1 or view.format != "B":
         try:
             view = view.cast("B")
         except (TypeError, ValueError) as exc:
-            raise _fail("garbage", f"part {index}: cannot view as bytes ({exc})") from None
+            raise ProtocolError("garbage", f"part {index}: cannot view as bytes ({exc})") from None
     return view
 
 
 def _decode_header(part: Any, limits: Limits) -> dict[str, Any]:
     raw = part if type(part) is bytes else _as_buffer(part, 0)
     if len(raw) > limits.max_header_bytes:
-        raise _fail("too_large", f"header: {len(raw)} bytes, limit {limits.max_header_bytes}")
+        raise ProtocolError("too_large", f"header: {len(raw)} bytes, limit {limits.max_header_bytes}")
     if len(raw) == 0:
-        raise _fail("garbage", "header: empty part")
+        raise ProtocolError("garbage", "header: empty part")
     n = limits.max_header_bytes
     try:
         header = msgpack.unpackb(
@@ -156,12 +156,12 @@ def _decode_header(part: Any, limits: Limits) -> dict[str, Any]:
             max_ext_len=n,
         )
     except Exception as exc:  # msgpack raises many types (ValueError, StackError, ...)
-        raise _fail("garbage", f"header: not valid msgpack ({type(exc).__name__}: {exc})") from None
+        raise ProtocolError("garbage", f"header: not valid msgpack ({type(exc).__name__}: {exc})") from None
     if type(header) is not dict:
-        raise _fail("not_a_map", f"header: expected a msgpack map, got {_show(header)}")
+        raise ProtocolError("not_a_map", f"header: expected a msgpack map, got {_show(header)}")
     for key in header:
         if type(key) is not str:
-            raise _fail("bad_field_type", f"header: expected str keys, got {_show(key)}")
+            raise ProtocolError("bad_field_type", f"header: expected str keys, got {_show(key)}")
     return header
 
 
@@ -187,9 +187,9 @@ def unpack(frames: list[Part] | tuple[Part, ...], *, limits: Limits = DEFAULT_LI
         for any malformed input, with a reason code from :data:`REASONS`; never anything else.
     """
     if not isinstance(frames, (list, tuple)):
-        raise _fail("garbage", f"message: expected a list of parts, got {_show(frames)}")
+        raise ProtocolError("garbage", f"message: expected a list of parts, got {_show(frames)}")
     if not frames:
-        raise _fail("missing_part", "message: no parts, expected a header")
+        raise ProtocolError("missing_part", "message: no parts, expected a header")
     header = _decode_header(frames[0], limits)
     if header.get("type") == "frame/1" and len(frames) == 2:
         msg = _unpack_frame_fast(header, frames[1], limits)
@@ -198,14 +198,14 @@ def unpack(frames: list[Part] | tuple[Part, ...], *, limits: Limits = DEFAULT_LI
     cls, kwargs, specs = validate_header(header, limits)
     expected = 1 + len(specs)
     if len(frames) > expected:
-        raise _fail("extra_parts", f"{cls.NAME}: expected {expected} parts, got {len(frames)}")
+        raise ProtocolError("extra_parts", f"{cls.NAME}: expected {expected} parts, got {len(frames)}")
     if len(frames) < expected:
-        raise _fail("missing_part", f"{cls.NAME}: expected {expected} parts, got {len(frames)}")
+        raise ProtocolError("missing_part", f"{cls.NAME}: expected {expected} parts, got {len(frames)}")
     for index, (field_name, shape, dtype) in enumerate(specs, start=1):
         buffer = _as_buffer(frames[index], index)
         nbytes = math.prod(shape) * dtype.itemsize
         if len(buffer) != nbytes:
-            raise _fail(
+            raise ProtocolError(
                 "size_mismatch",
                 f"{field_name}: shape {list(shape)} {dtype.str} needs {nbytes} bytes, "
                 f"got {len(buffer)}",
@@ -240,15 +240,15 @@ def _unpack_frame_fast(header: dict[str, Any], part: Any, limits: Limits) -> Fra
 def _wire_array(name: str, value: Any, ndim: int) -> np.ndarray:
     """A C-contiguous little-endian array in an allowed dtype (copied only when needed)."""
     if not isinstance(value, np.ndarray):
-        raise _fail("bad_field_type", f"{name}: expected a numpy array, got {_show(value)}")
+        raise ProtocolError("bad_field_type", f"{name}: expected a numpy array, got {_show(value)}")
     dtype = value.dtype
     if dtype.byteorder == ">":
         dtype = dtype.newbyteorder("<")
     if dtype not in ALLOWED_DTYPES:
         allowed = ", ".join(d.name for d in ALLOWED_DTYPES)
-        raise _fail("bad_dtype", f"{name}: expected one of {allowed}, got {value.dtype}")
+        raise ProtocolError("bad_dtype", f"{name}: expected one of {allowed}, got {value.dtype}")
     if value.ndim != ndim or 0 in value.shape:
-        raise _fail("bad_shape", f"{name}: expected {ndim} non-empty axes, got {value.shape}")
+        raise ProtocolError("bad_shape", f"{name}: expected {ndim} non-empty axes, got {value.shape}")
     return np.ascontiguousarray(value, dtype=dtype)
 
 
@@ -282,9 +282,9 @@ def _encode(header: dict[str, Any], name: str, limits: Limits) -> bytes:
     try:
         raw = msgpack.packb(header, use_bin_type=True, default=_msgpack_default)
     except (TypeError, ValueError, OverflowError) as exc:
-        raise _fail("bad_field_type", f"{name}: header not serialisable ({exc})") from None
+        raise ProtocolError("bad_field_type", f"{name}: header not serialisable ({exc})") from None
     if len(raw) > limits.max_header_bytes:
-        raise _fail("too_large", f"header: {len(raw)} bytes, limit {limits.max_header_bytes}")
+        raise ProtocolError("too_large", f"header: {len(raw)} bytes, limit {limits.max_header_bytes}")
     return raw
 
 
@@ -381,7 +381,7 @@ def pack(
     if arrays:
         dtypes = {array.dtype.str for _, array in arrays}
         if len(dtypes) != 1:
-            raise _fail(
+            raise ProtocolError(
                 "bad_dtype", f"{name}: expected one dtype for all arrays, got {sorted(dtypes)}"
             )
         header["dtype"] = dtypes.pop()

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 import zmq
 
 from tiltstream.stream.authority import PeerTable, new_sender_metadata
-from tiltstream.stream.budget import default_budget_bytes, part_limit_bytes
+from tiltstream.stream.budget import part_limit_bytes
 from tiltstream.stream.intake import Curve, Intake, Parts, ReceiverStats, wait_ms
 from tiltstream.stream.messages import DEFAULT_LIMITS, Limits, Message
 from tiltstream.stream.protocol import pack
@@ -28,8 +28,6 @@ from tiltstream.stream.sockets import BaseSocket
 from tiltstream.stream.tracking import RejectCounter
 
 __all__ = ["DEFAULT_VIEWER_HWM", "Publisher", "Subscriber"]
-
-logger = logging.getLogger(__name__)
 
 #: Default queue bound of the viewer path, messages per socket.
 DEFAULT_VIEWER_HWM = 2
@@ -116,10 +114,7 @@ class Subscriber(BaseSocket):
         max_drain: int = 256,
         memory_budget: int | None = None,
     ) -> None:
-        max_part = part_limit_bytes(
-            default_budget_bytes() if memory_budget is None else memory_budget, rcvhwm,
-            8 * max(limits.max_frame_elements, limits.max_volume_elements),
-        )
+        max_part = part_limit_bytes(memory_budget, rcvhwm, limits)
         options = {zmq.RCVHWM: int(rcvhwm), zmq.SUBSCRIBE: b"", zmq.MAXMSGSIZE: max_part}
         super().__init__(zmq.SUB, endpoint, bind=bind, context=context, curve=curve, options=options)
         self._peers = PeerTable(self._socket)

@@ -7,7 +7,6 @@ Every per-frame field is loaded and checked here; the frames themselves are only
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -18,18 +17,12 @@ from tiltstream.stream.errors import FileFormatError
 
 __all__ = [
     "RawSeries",
-    "TIME_SOURCES",
     "check_per_frame",
     "times_from_count_time",
     "tiltstream_version",
     "to_json",
     "unit_factor",
 ]
-
-_log = logging.getLogger(__name__)
-
-#: vocabulary of ``metadata["time_source"]``
-TIME_SOURCES = ("timestamps", "cumulative_count_time", "frame_index")
 
 
 @dataclass
@@ -45,7 +38,8 @@ class RawSeries:
     angles_deg : (N,) tilt angles in degrees.
     times_s : (N,) mid-exposure times in seconds since the first frame (frame index when
         ``time_source`` is ``"frame_index"``).
-    time_source : one of :data:`TIME_SOURCES`; ``time_detail`` says where exactly.
+    time_source : ``"timestamps"``, ``"cumulative_count_time"`` or ``"frame_index"``;
+        ``time_detail`` says where exactly.
     exposure_s : (N,) exposure times in seconds, or None.
     pixel_nm : sample-plane pixel size in nm, or None.
     extra : per-frame extra fields, name -> (N,) or (N, k).

@@ -64,9 +64,8 @@ def _sniff(path: Path) -> str | None:
 def _opener(path: Path) -> Callable[[Path], RawSeries]:
     from tiltstream.stream.mrc import MRC_SUFFIXES, open_mrc
     from tiltstream.stream.nxtomo_reader import open_nxtomo
-    from tiltstream.stream.tiff import TIFF_SUFFIXES, open_tiff
-
     from tiltstream.stream.rsciio_reader import RSCIIO_SUFFIXES, open_rsciio
+    from tiltstream.stream.tiff import TIFF_SUFFIXES, open_tiff
 
     openers = {"hdf5": open_nxtomo, "mrc": open_mrc, "tiff": open_tiff}
     if path.is_dir():
@@ -141,9 +140,8 @@ def read_series(path: str | os.PathLike, *, tilt_axis_angle_deg: float | None = 
     angle, angle_source = _tilt_axis(raw, tilt_axis_angle_deg)
     frames, info = orient_frames(frames, angle)
     info["source"] = angle_source
-    metadata = dict(raw.metadata)
-    metadata.update(_notes(raw))
-    metadata["orientation"] = info
+    metadata = {**raw.metadata, "format": raw.format, "files": list(raw.files),
+                "time_source": raw.time_source, "time_detail": raw.time_detail, "orientation": info}
     try:
         return TiltSeries(
             frames=frames,
@@ -170,15 +168,6 @@ def _tilt_axis(raw: RawSeries, override: float | None) -> tuple[float, str]:
     if raw.tilt_axis_angle_deg is not None:
         return float(raw.tilt_axis_angle_deg), str(raw.tilt_axis_source)
     return 0.0, "none in the file: assumed 0 (tilt axis along the rows)"
-
-
-def _notes(raw: RawSeries) -> dict[str, Any]:
-    return {
-        "format": raw.format,
-        "files": list(raw.files),
-        "time_source": raw.time_source,
-        "time_detail": raw.time_detail,
-    }
 
 
 def describe(path: str | os.PathLike, *, tilt_axis_angle_deg: float | None = None) -> dict[str, Any]:

@@ -141,9 +141,8 @@ class ResultWriter:
             raise ValueError(f"{self.path}: write_rows: this result is being written volume by volume (append)")
         if self._rows_done is None:
             self._rows_done = np.zeros(ny, dtype=bool)
-        rows = slice(y0, y0 + b.shape[2])
         self._write_rows(y0, b.astype(np.float32, copy=False))
-        self._rows_done[rows] = True
+        self._rows_done[y0:y0 + b.shape[2]] = True
         if self._rows_done.all() and self.n_written < nt:
             self.n_written = nt
             self._set_written(nt)
@@ -364,11 +363,3 @@ def result_voxel_nm(attrs: dict[str, Any]) -> float | None:
         return None
     return v if np.isfinite(v) and v > 0 else None
 
-
-def __getattr__(name: str) -> object:
-    """``export_volume`` moved to :mod:`tiltstream.stream.export`; still importable from here."""
-    if name == "export_volume":
-        from tiltstream.stream.export import export_volume  # noqa: PLC0415 (export imports this module)
-
-        return export_volume
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

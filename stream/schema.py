@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from tiltstream.stream.messages import MESSAGE_TYPES, ProtocolError
+from tiltstream.stream.messages import MESSAGE_TYPES
 
 __all__ = ["ALLOWED_DTYPES"]
 
@@ -93,10 +93,6 @@ _ARRAYS: dict[str, tuple[tuple[str, str, int, str], ...]] = {
     ),
     "metrics": (),
 }
-
-
-def _fail(reason: str, detail: str) -> ProtocolError:
-    return ProtocolError(reason, detail)
 
 
 def _key(key: str) -> str:

@@ -54,10 +54,6 @@ class Mdoc:
     dose_e_per_A2: np.ndarray | None
     pixel_nm: float | None
 
-    @property
-    def n_frames(self) -> int:
-        return int(self.angles_deg.shape[0])
-
 
 class _Quiet(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
@@ -147,16 +143,12 @@ def read_mdoc(path: Path, n_frames: int | None = None) -> Mdoc:
     if n_frames is not None and len(sections) != n_frames:
         raise FileFormatError(path, "sections", f"{n_frames} [ZValue = N] sections (one per frame of the stack)",
                               len(sections))
-    angles = _column(path, sections, "TiltAngle")
-    if angles is None:
+    angles_deg = _floats_or_none(path, sections, "TiltAngle")
+    if angles_deg is None:
         raise FileFormatError(path, "TiltAngle", "a TiltAngle in every [ZValue = N] section", "none")
-    angles_deg = np.array([_number(path, f"[ZValue = {i}]", "TiltAngle", v) for i, v in enumerate(angles)])
-    stamps, detail = None, "no TimeStamp or DateTime in the sections"
-    raw = _column(path, sections, "TimeStamp")
-    if raw is not None:
-        stamps = np.array([_number(path, f"[ZValue = {i}]", "TimeStamp", v) for i, v in enumerate(raw)])
-        detail = f"{path}: TimeStamp"
-    else:
+    stamps, detail = _floats_or_none(path, sections, "TimeStamp"), f"{path}: TimeStamp"
+    if stamps is None:
+        detail = "no TimeStamp or DateTime in the sections"
         raw = _column(path, sections, "DateTime")
         if raw is not None:
             stamps = np.array([_datetime_s(path, f"[ZValue = {i}]", v) for i, v in enumerate(raw)])

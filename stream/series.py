@@ -82,17 +82,3 @@ class TiltSeries:
                 raise ValueError(f"{src}: {name}: expected {n} values (one per frame), got shape {np.shape(arr)}")
         if self.pixel_nm is not None and not (np.isfinite(self.pixel_nm) and self.pixel_nm > 0):
             raise ValueError(f"{src}: pixel_nm: expected a positive size in nm, got {self.pixel_nm}")
-
-    def subset(self, index: np.ndarray | slice) -> "TiltSeries":
-        """Frames selected by ``index`` (an index array, boolean mask or slice), all fields kept in step."""
-        idx = np.arange(self.n_frames)[index]
-        return TiltSeries(
-            frames=self.frames[idx],
-            angles_deg=self.angles_deg[idx],
-            times_s=self.times_s[idx],
-            exposure_s=None if self.exposure_s is None else self.exposure_s[idx],
-            pixel_nm=self.pixel_nm,
-            extra={k: np.asarray(v)[idx] for k, v in self.extra.items()},
-            metadata=dict(self.metadata),
-            source=self.source,
-        )

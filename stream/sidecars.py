@@ -17,7 +17,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -43,11 +43,6 @@ class AngleTable:
     path: Path
     columns: dict[str, np.ndarray]
     settings: dict[str, str] = field(default_factory=dict)
-    had_header: bool = False
-
-    @property
-    def n_rows(self) -> int:
-        return len(next(iter(self.columns.values()))) if self.columns else 0
 
 
 def find_beside(path: Path, suffixes: tuple[str, ...]) -> Path | None:
@@ -59,15 +54,17 @@ def find_beside(path: Path, suffixes: tuple[str, ...]) -> Path | None:
     return None
 
 
+def _text_lines(path: Path, expected: str) -> Iterator[tuple[int, str, str]]:
+    """(line number, line, stripped text) of every non-blank line of the text file ``path``."""
+    with reading(path, expected):
+        lines = path.read_text(errors="replace").splitlines()
+    return ((i, line, line.strip()) for i, line in enumerate(lines, start=1) if line.strip())
+
+
 def read_tlt(path: Path) -> np.ndarray:
     """Tilt angles in degrees, one per line (IMOD ``.rawtlt``/``.tlt``); blank lines are ignored."""
     angles = []
-    with reading(path, "a readable text file of tilt angles"):
-        text_lines = path.read_text(errors="replace").splitlines()
-    for i, line in enumerate(text_lines, start=1):
-        text = line.strip()
-        if not text:
-            continue
+    for i, line, text in _text_lines(path, "a readable text file of tilt angles"):
         try:
             angles.append(float(text.split()[0]))
         except ValueError:
@@ -87,12 +84,7 @@ def read_angle_csv(path: Path) -> AngleTable:
     settings: dict[str, str] = {}
     header: list[str] | None = None
     rows: list[list[float]] = []
-    with reading(path, "a readable CSV file of angles and times"):
-        text_lines = path.read_text(errors="replace").splitlines()
-    for i, line in enumerate(text_lines, start=1):
-        text = line.strip()
-        if not text:
-            continue
+    for i, line, text in _text_lines(path, "a readable CSV file of angles and times"):
         if text.startswith("#"):
             body = text.lstrip("#").strip()
             if "=" in body:
@@ -122,7 +114,7 @@ def read_angle_csv(path: Path) -> AngleTable:
         columns[name] = table[:, j] if j < table.shape[1] else np.zeros(0)
     if "angle_deg" not in columns:
         raise FileFormatError(path, "header", "a column angle_deg", f"columns {names}")
-    return AngleTable(path=path, columns=columns, settings=settings, had_header=header is not None)
+    return AngleTable(path=path, columns=columns, settings=settings)
 
 
 def write_angle_csv(

@@ -5,8 +5,11 @@
 messages by reason and logs them without flooding the log. Both are pure bookkeeping: no sockets.
 They are re-exported by :mod:`tiltstream.stream.protocol`.
 
-Reject reasons are the codec's (:data:`~tiltstream.stream.messages.REASONS`) plus the ordering
-reasons in :data:`SEQ_REASONS` that a receiver adds for messages that decode but must be dropped.
+Reject reasons are the codec's (:data:`~tiltstream.stream.messages.REASONS`) plus those a receiver
+gives for messages that decode but are not taken: the ordering reasons in :data:`SEQ_REASONS`, a
+sender that is not the series' owner (``foreign_sender``), frames of a series never started
+(``no_start``), a forged jump ahead in ``seq`` (``implausible_seq``), and the consumers' own
+(``series_mismatch``, ``unexpected_type``, ``over_budget``).
 """
 
 from __future__ import annotations
@@ -30,7 +33,6 @@ __all__ = [
     "sequence_key",
     "RejectCounter",
     "SEQ_REASONS",
-    "RECEIVER_REASONS",
 ]
 
 logger = logging.getLogger(__name__)
@@ -52,14 +54,6 @@ _REJECTED = frozenset({SeqStatus.DUPLICATE, SeqStatus.OUT_OF_ORDER, SeqStatus.ST
 #: Reject reasons for messages that decode but are out of sequence (``SeqStatus.value`` of the
 #: statuses whose :attr:`SeqResult.accepted` is False).
 SEQ_REASONS: frozenset[str] = frozenset(status.value for status in _REJECTED)
-
-#: Every reason a receiver gives for a message that decodes but is not taken: the ordering reasons,
-#: a sender that is not the series' owner (``foreign_sender``), frames of a series never started
-#: (``no_start``), a forged jump ahead in ``seq`` (``implausible_seq``), and the consumers' own
-#: (``series_mismatch``, ``unexpected_type``, ``over_budget``).
-RECEIVER_REASONS: frozenset[str] = SEQ_REASONS | {
-    "foreign_sender", "no_start", "implausible_seq", "series_mismatch", "unexpected_type", "over_budget",
-}
 
 
 class SeqResult(NamedTuple):
@@ -274,7 +268,6 @@ class RejectCounter:
     burst : rejects logged individually per window.
     interval_s : window length, seconds.
     clock : monotonic time source in seconds (injectable for tests).
-    log : logger to use; default this module's.
     """
 
     def __init__(
@@ -284,13 +277,11 @@ class RejectCounter:
         burst: int = 10,
         interval_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
-        log: logging.Logger | None = None,
     ) -> None:
         self.name = name
         self.burst = burst
         self.interval_s = interval_s
         self._clock = clock
-        self._log = log or logger
         self._lock = threading.Lock()
         self._by_reason: dict[str, int] = {}
         self._total = 0
@@ -327,7 +318,7 @@ class RejectCounter:
                 self._flush_locked()
             if self._logged < self.burst:
                 self._logged += 1
-                self._log.warning("%s: rejected message (%s): %.200s", self.name, reason, detail)
+                logger.warning("%s: rejected message (%s): %.200s", self.name, reason, detail)
             else:
                 self._suppressed[reason] = self._suppressed.get(reason, 0) + 1
 
@@ -339,7 +330,7 @@ class RejectCounter:
     def _flush_locked(self) -> None:
         now = self._clock()
         if self._suppressed:
-            self._log.warning(
+            logger.warning(
                 "%s: %d more rejects not logged in the last %.1f s: %s",
                 self.name,
                 sum(self._suppressed.values()),

@@ -28,16 +28,12 @@ rejected, new series detected). Garbage never stops a receiver.
 
 Viewer path (PUB/SUB)
 ---------------------
-:class:`Publisher` (XPUB) never blocks: each subscriber has its own small queue, and a message
-that does not fit a stalled subscriber's queue is dropped *for that subscriber only*; the others
-keep receiving. Each viewer sees its drops as ``seq`` gaps (:meth:`Subscriber.stats`, ``missing``)
-and shows them. The publisher learns of new subscribers (:attr:`Publisher.new_subscribers`), so a
-service can re-send its latest state to a late joiner at once. :class:`Subscriber` keeps its queue
-small and :meth:`Subscriber.recv_latest` drains it to the newest message, counting what it skipped.
+:class:`Publisher` (XPUB) → :class:`Subscriber` (SUB): latest wins, drops are per subscriber and
+counted; see :mod:`tiltstream.stream.pubsub`, where it lives.
 
 All waits take a timeout in milliseconds and return None (or False) when it expires. The viewer
-path lives in :mod:`tiltstream.stream.pubsub`, the shared intake in :mod:`tiltstream.stream.intake`;
-both are importable from here.
+path and the shared intake's :class:`~tiltstream.stream.intake.ReceiverStats` are importable from
+here.
 """
 
 from __future__ import annotations
@@ -50,7 +46,7 @@ from typing import Any
 
 import zmq
 
-from tiltstream.stream.budget import default_budget_bytes, part_limit_bytes
+from tiltstream.stream.budget import part_limit_bytes
 from tiltstream.stream.authority import PeerTable, new_sender_metadata
 from tiltstream.stream.intake import (
     MAX_TIMEOUT_MS,
@@ -65,7 +61,7 @@ from tiltstream.stream.messages import DEFAULT_LIMITS, Limits, Message
 from tiltstream.stream.protocol import pack
 from tiltstream.stream.pubsub import DEFAULT_VIEWER_HWM, Publisher, Subscriber
 from tiltstream.stream.sockets import BaseSocket
-from tiltstream.stream.tracking import RejectCounter, SeqResult
+from tiltstream.stream.tracking import RejectCounter
 
 __all__ = [
     "DEFAULT_HWM",
@@ -84,10 +80,6 @@ logger = logging.getLogger(__name__)
 DEFAULT_HWM = 32
 #: After a receive deadline, at most this many more rejected messages are read before giving up.
 _MAX_LATE_REJECTS = 256
-
-
-# ---------------------------------------------------------------------------------------------
-# Lossless path.
 
 
 class FrameSender(BaseSocket):
@@ -311,10 +303,7 @@ class FrameReceiver(BaseSocket):
         require_start: bool = False,
     ) -> None:
         if max_part_bytes is None:
-            max_part_bytes = part_limit_bytes(
-                default_budget_bytes() if memory_budget is None else memory_budget, rcvhwm,
-                8 * max(limits.max_frame_elements, limits.max_volume_elements),
-            )
+            max_part_bytes = part_limit_bytes(memory_budget, rcvhwm, limits)
         options = {zmq.RCVHWM: int(rcvhwm), zmq.MAXMSGSIZE: int(max_part_bytes)}
         super().__init__(zmq.PULL, endpoint, bind=bind, context=context, curve=curve, options=options)
         self._peers = PeerTable(self._socket)
@@ -335,11 +324,6 @@ class FrameReceiver(BaseSocket):
     def rejects(self) -> RejectCounter:
         """Rejected messages by reason."""
         return self._intake.rejects
-
-    @property
-    def last_result(self) -> SeqResult | None:
-        """What the sequence check made of the last message returned (new series, gap, ...)."""
-        return self._intake.last_result
 
     def stats(self) -> ReceiverStats:
         """Counts since creation."""

@@ -23,7 +23,6 @@ from tiltstream.stream.schema import (
     _FIELD_KINDS,
     _REQUIRED,
     ALLOWED_DTYPES,
-    _fail,
     _key,
     _show,
 )
@@ -53,56 +52,45 @@ def _is_int(value: Any) -> bool:
 
 def _float(name: str, value: Any, limits: Limits) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _fail("bad_field_type", f"{name}: expected a number, got {_show(value)}")
+        raise ProtocolError("bad_field_type", f"{name}: expected a number, got {_show(value)}")
     out = float(value)
     if not math.isfinite(out):
-        raise _fail("non_finite", f"{name}: expected a finite number, got {out!r}")
+        raise ProtocolError("non_finite", f"{name}: expected a finite number, got {out!r}")
     return out
 
 
-def _angle(name: str, value: Any, limits: Limits) -> float:
-    out = _float(name, value, limits)
-    if not -ANGLE_LIMIT_DEG <= out <= ANGLE_LIMIT_DEG:
-        raise _fail(
-            "bad_value", f"{name}: expected degrees in [-{ANGLE_LIMIT_DEG:g}, {ANGLE_LIMIT_DEG:g}], got {out!r}"
-        )
-    return out
+def _bounded(ok: Callable[[float], bool], expected: str) -> Callable[[str, Any, Limits], float]:
+    """A validator of finite numbers for which ``ok`` holds; ``expected`` says which those are."""
+
+    def check(name: str, value: Any, limits: Limits) -> float:
+        out = _float(name, value, limits)
+        if not ok(out):
+            raise ProtocolError("bad_value", f"{name}: expected {expected}, got {out!r}")
+        return out
+
+    return check
 
 
-def _nonneg(name: str, value: Any, limits: Limits) -> float:
-    out = _float(name, value, limits)
-    if out < 0:
-        raise _fail("bad_value", f"{name}: expected >= 0, got {out!r}")
-    return out
-
-
-def _positive(name: str, value: Any, limits: Limits) -> float:
-    out = _float(name, value, limits)
-    if out <= 0:
-        raise _fail("bad_value", f"{name}: expected > 0, got {out!r}")
-    return out
-
-
-def _temperature(name: str, value: Any, limits: Limits) -> float:
-    out = _float(name, value, limits)
-    if out < -273.15:
-        raise _fail("bad_value", f"{name}: expected >= -273.15 (degC), got {out!r}")
-    return out
+_angle = _bounded(lambda v: -ANGLE_LIMIT_DEG <= v <= ANGLE_LIMIT_DEG,
+                  f"degrees in [-{ANGLE_LIMIT_DEG:g}, {ANGLE_LIMIT_DEG:g}]")
+_nonneg = _bounded(lambda v: v >= 0, ">= 0")
+_positive = _bounded(lambda v: v > 0, "> 0")
+_temperature = _bounded(lambda v: v >= -273.15, ">= -273.15 (degC)")
 
 
 def _count(name: str, value: Any, limits: Limits) -> int:
     if not _is_int(value):
-        raise _fail("bad_field_type", f"{name}: expected an int, got {_show(value)}")
+        raise ProtocolError("bad_field_type", f"{name}: expected an int, got {_show(value)}")
     if not 0 <= value < 2**63:
-        raise _fail("bad_value", f"{name}: expected 0 <= {name} < 2**63, got {value}")
+        raise ProtocolError("bad_value", f"{name}: expected 0 <= {name} < 2**63, got {value}")
     return value
 
 
 def _text(name: str, value: Any, limits: Limits) -> str:
     if not isinstance(value, str):
-        raise _fail("bad_field_type", f"{name}: expected a str, got {_show(value)}")
+        raise ProtocolError("bad_field_type", f"{name}: expected a str, got {_show(value)}")
     if len(value) > limits.max_str_chars:
-        raise _fail(
+        raise ProtocolError(
             "bad_value", f"{name}: expected <= {limits.max_str_chars} chars, got {len(value)}"
         )
     return value
@@ -111,22 +99,22 @@ def _text(name: str, value: Any, limits: Limits) -> str:
 def _id(name: str, value: Any, limits: Limits) -> str:
     out = _text(name, value, limits)
     if not out:
-        raise _fail("bad_value", f"{name}: expected a non-empty str, got ''")
+        raise ProtocolError("bad_value", f"{name}: expected a non-empty str, got ''")
     return out
 
 
 def _seq_of(name: str, value: Any, n: int) -> list[Any]:
     if not isinstance(value, (list, tuple)):
-        raise _fail("bad_field_type", f"{name}: expected a list of {n}, got {_show(value)}")
+        raise ProtocolError("bad_field_type", f"{name}: expected a list of {n}, got {_show(value)}")
     if len(value) != n:
-        raise _fail("bad_value", f"{name}: expected {n} elements, got {len(value)}")
+        raise ProtocolError("bad_value", f"{name}: expected {n} elements, got {len(value)}")
     return list(value)
 
 
 def _range2(name: str, value: Any, limits: Limits) -> tuple[float, float]:
     lo, hi = (_float(f"{name}[{i}]", v, limits) for i, v in enumerate(_seq_of(name, value, 2)))
     if not lo < hi:
-        raise _fail("bad_value", f"{name}: expected lo < hi, got [{lo!r}, {hi!r}]")
+        raise ProtocolError("bad_value", f"{name}: expected lo < hi, got [{lo!r}, {hi!r}]")
     return lo, hi
 
 
@@ -140,12 +128,12 @@ def _index3(name: str, value: Any, limits: Limits) -> tuple[int, ...]:
 
 def _shape(name: str, value: Any, ndim: int, max_elements: int) -> tuple[int, ...]:
     if not isinstance(value, (list, tuple)):
-        raise _fail("bad_field_type", f"{name}: expected a list of {ndim} ints, got {_show(value)}")
+        raise ProtocolError("bad_field_type", f"{name}: expected a list of {ndim} ints, got {_show(value)}")
     if len(value) != ndim or not all(_is_int(v) and v > 0 for v in value):
-        raise _fail("bad_shape", f"{name}: expected {ndim} positive ints, got {_show(value)}")
+        raise ProtocolError("bad_shape", f"{name}: expected {ndim} positive ints, got {_show(value)}")
     n = math.prod(value)
     if n > max_elements:
-        raise _fail("too_large", f"{name}: {list(value)} has {n} elements, limit {max_elements}")
+        raise ProtocolError("too_large", f"{name}: {list(value)} has {n} elements, limit {max_elements}")
     return tuple(value)
 
 
@@ -155,22 +143,22 @@ def _frame_shape(name: str, value: Any, limits: Limits) -> tuple[int, ...]:
 
 def _dtype(name: str, value: Any, limits: Limits) -> str:
     if not isinstance(value, str):
-        raise _fail("bad_field_type", f"{name}: expected a dtype str, got {_show(value)}")
+        raise ProtocolError("bad_field_type", f"{name}: expected a dtype str, got {_show(value)}")
     dt = _DTYPE_SPELLINGS.get(value)
     if dt is None:
         allowed = ", ".join(d.str for d in ALLOWED_DTYPES)
-        raise _fail("bad_dtype", f"{name}: expected one of {allowed}, got {_show(value)}")
+        raise ProtocolError("bad_dtype", f"{name}: expected one of {allowed}, got {_show(value)}")
     return dt.str
 
 
 def _str_keys(name: str, value: Any, max_len: int) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise _fail("bad_field_type", f"{name}: expected a map, got {_show(value)}")
+        raise ProtocolError("bad_field_type", f"{name}: expected a map, got {_show(value)}")
     if len(value) > max_len:
-        raise _fail("too_large", f"{name}: {len(value)} entries, limit {max_len}")
+        raise ProtocolError("too_large", f"{name}: {len(value)} entries, limit {max_len}")
     for key in value:
         if not isinstance(key, str):
-            raise _fail("bad_field_type", f"{name}: expected str keys, got {_show(key)}")
+            raise ProtocolError("bad_field_type", f"{name}: expected str keys, got {_show(key)}")
     return value
 
 
@@ -189,7 +177,7 @@ def _metrics(name: str, value: Any, limits: Limits) -> dict[str, float]:
 
 def _json(name: str, value: Any, limits: Limits, depth: int = 0) -> Any:
     if depth > limits.max_nesting:
-        raise _fail("too_large", f"{name}: nested deeper than {limits.max_nesting}")
+        raise ProtocolError("too_large", f"{name}: nested deeper than {limits.max_nesting}")
     if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
@@ -201,7 +189,7 @@ def _json(name: str, value: Any, limits: Limits, depth: int = 0) -> Any:
             k: _json(f"{name}[{_key(k)}]", v, limits, depth + 1)
             for k, v in _str_keys(name, value, limits.max_header_bytes).items()
         }
-    raise _fail("bad_field_type", f"{name}: expected JSON-like data, got {_show(value)}")
+    raise ProtocolError("bad_field_type", f"{name}: expected JSON-like data, got {_show(value)}")
 
 
 def _experiment(name: str, value: Any, limits: Limits) -> dict[str, Any]:
@@ -235,20 +223,20 @@ _VALIDATORS: dict[str, Callable[[str, Any, Limits], Any]] = {
 
 def _message_class(header: dict[str, Any]) -> tuple[str, type]:
     if "type" not in header:
-        raise _fail("missing_field", "type: required, absent")
+        raise ProtocolError("missing_field", "type: required, absent")
     value = header["type"]
     if not isinstance(value, str):
-        raise _fail("bad_field_type", f"type: expected a str like 'frame/1', got {_show(value)}")
+        raise ProtocolError("bad_field_type", f"type: expected a str like 'frame/1', got {_show(value)}")
     name, sep, version = value.partition("/")
     if name not in MESSAGE_TYPES:
-        raise _fail(
+        raise ProtocolError(
             "unknown_type", f"type: expected one of {sorted(MESSAGE_TYPES)}, got {_show(value)}"
         )
     versions = MESSAGE_TYPES[name]
     ok = sep and len(version) <= 9 and version.isascii() and version.isdigit()
     if not (ok and int(version) in versions):
         expected = ", ".join(f"{name}/{v}" for v in versions)
-        raise _fail("bad_version", f"type: expected {expected}, got {_show(value)}")
+        raise ProtocolError("bad_version", f"type: expected {expected}, got {_show(value)}")
     return name, versions[int(version)]
 
 
@@ -271,13 +259,13 @@ def validate_header(
         known = {"type", *kinds, *(a[1] for a in arrays), *(("dtype",) if arrays else ())}
         unknown = sorted(set(header) - known)
         if unknown:
-            raise _fail("unknown_field", f"{name}: unknown header fields {_show(unknown)}")
+            raise ProtocolError("unknown_field", f"{name}: unknown header fields {_show(unknown)}")
     required = _REQUIRED[name]
     kwargs: dict[str, Any] = {}
     for field_name, kind in kinds.items():
         if field_name not in header:
             if field_name in required:
-                raise _fail("missing_field", f"{field_name}: required by {name}, absent")
+                raise ProtocolError("missing_field", f"{field_name}: required by {name}, absent")
             continue
         value = header[field_name]
         if value is None and field_name not in required:
@@ -286,11 +274,11 @@ def validate_header(
     specs: list[ArraySpec] = []
     if arrays:
         if "dtype" not in header:
-            raise _fail("missing_field", f"dtype: required by {name}, absent")
+            raise ProtocolError("missing_field", f"dtype: required by {name}, absent")
         dtype = np.dtype(_dtype("dtype", header["dtype"], limits))
         for field_name, key, ndim, limit_attr in arrays:
             if key not in header:
-                raise _fail("missing_field", f"{key}: required by {name}, absent")
+                raise ProtocolError("missing_field", f"{key}: required by {name}, absent")
             shape = _shape(key, header[key], ndim, getattr(limits, limit_attr))
             specs.append((field_name, shape, dtype))
     if name == "slices":
@@ -357,16 +345,12 @@ def validate_frame_fast(
 
 def _frame_options_fast(get: Callable[[str], Any], fields: dict[str, Any]) -> bool:
     """Add the optional frame/1 fields present to ``fields``; False if one needs the full check."""
-    value = get("dose_e_per_A2")
-    if value is not None:
-        if type(value) is not float or not 0.0 <= value < _INF:
-            return False
-        fields["dose_e_per_A2"] = value
-    value = get("temperature_C")
-    if value is not None:
-        if type(value) is not float or not -273.15 <= value < _INF:
-            return False
-        fields["temperature_C"] = value
+    for key, lowest in (("dose_e_per_A2", 0.0), ("temperature_C", -273.15)):
+        value = get(key)
+        if value is not None:
+            if type(value) is not float or not lowest <= value < _INF:
+                return False
+            fields[key] = value
     value = get("pixel_nm")
     if value is not None:
         if type(value) is not float or not 0.0 < value < _INF:
@@ -401,14 +385,14 @@ def _check_slices(
 ) -> None:
     """xy (Y, X), xz (Z, X), yz (Z, Y) must agree; index (z, y, x) must lie inside."""
     if not (xy[1] == xz[1] and xz[0] == yz[0] and xy[0] == yz[1]):
-        raise _fail(
+        raise ProtocolError(
             "bad_shape",
             f"slices: expected xy (Y, X), xz (Z, X), yz (Z, Y) of one volume, "
             f"got xy {list(xy)}, xz {list(xz)}, yz {list(yz)}",
         )
     volume = (xz[0], xy[0], xy[1])
     if not all(i < n for i, n in zip(index, volume, strict=True)):
-        raise _fail("bad_value", f"index: expected (z, y, x) inside {volume}, got {index}")
+        raise ProtocolError("bad_value", f"index: expected (z, y, x) inside {volume}, got {index}")
 
 
 @np.errstate(all="ignore")  # an overflow of the screen only sends it to the exact test
@@ -425,12 +409,9 @@ def check_finite_data(name: str, array: np.ndarray, limits: Limits) -> None:
     """
     if not limits.check_data_finite or array.dtype.kind != "f":
         return
-    if array.flags.c_contiguous:
-        screen = _square_sum(array.reshape(-1))
-    else:
-        screen = math.inf
+    screen = _square_sum(array.reshape(-1)) if array.flags.c_contiguous else math.inf
     if not math.isfinite(screen) and not bool(np.isfinite(array).all()):
-        raise _fail("non_finite", f"{name}: array data contains NaN or Inf")
+        raise ProtocolError("non_finite", f"{name}: array data contains NaN or Inf")
 
 
 # ---------------------------------------------------------------------------------------------

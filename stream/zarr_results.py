@@ -18,7 +18,6 @@ unit and a scale of 1 (voxels).
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 from pathlib import Path
@@ -30,8 +29,6 @@ from tiltstream.stream.errors import FileFormatError
 from tiltstream.stream.results import ResultWriter, chunk_shape, result_voxel_nm
 
 __all__ = ["ZarrResultWriter", "read_zarr_result", "require_zarr", "ngff_axes", "ngff_transforms", "INSTALL_HINT"]
-
-_log = logging.getLogger(__name__)
 
 INSTALL_HINT = "OME-Zarr results need the [zarr] extra: pip install 'tiltstream[zarr]'"
 _ARRAY = "0"
