@@ -43,8 +43,9 @@ from typing import Any
 import numpy as np
 
 from tiltstream.acquire.sinks import Delivery, Sink, close_sink, lossy, open_pub, open_push
-from tiltstream.stream.messages import ALLOWED_DTYPES, DEFAULT_UNITS, EndMsg, FrameMsg, StartMsg
+from tiltstream.stream.messages import DEFAULT_UNITS, EndMsg, FrameMsg, StartMsg
 from tiltstream.stream.protocol import pack
+from tiltstream.stream.schema import ALLOWED_DTYPES
 from tiltstream.stream.validation import FrameRejected, check_field, check_frame
 
 __all__ = ["FramePublisher", "FRAME_EXTRA_FIELDS", "publisher_for", "wire_dtype", "exact_cast"]

@@ -1,9 +1,8 @@
 """Message dataclasses, limits and the error type of the tiltstream wire protocol.
 
 This module holds the messages themselves; which header fields and array parts each type has on
-the wire, and the dtypes arrays may have, are in :mod:`tiltstream.stream.schema` (``ALLOWED_DTYPES``
-still importable from here); the rules a valid value follows are in
-:mod:`tiltstream.stream.validation`. The codec that turns messages into ZeroMQ multipart frames and
+the wire, and the dtypes arrays may have, are in :mod:`tiltstream.stream.schema`; the rules a valid
+value follows are in :mod:`tiltstream.stream.validation`. The codec that turns messages into ZeroMQ multipart frames and
 back is :mod:`tiltstream.stream.protocol`; import from there.
 
 Conventions (see DESIGN.md): frames are (Y, U) arrays with Y along the tilt axis, volumes are
@@ -39,7 +38,6 @@ __all__ = [
     "MetricsMsg",
     "Message",
     "MESSAGE_TYPES",
-    "ALLOWED_DTYPES",
 ]
 
 #: Every reason code a :class:`ProtocolError` can carry.
@@ -389,12 +387,3 @@ def _frame_from_fields(values: dict[str, Any]) -> FrameMsg:
     state.update(_FRAME_DEFAULTS)
     state.update(values)
     return msg
-
-
-def __getattr__(name: str) -> Any:
-    """``ALLOWED_DTYPES`` moved to :mod:`.schema` (which imports this module); still importable here."""
-    if name == "ALLOWED_DTYPES":
-        from tiltstream.stream import schema
-
-        return schema.ALLOWED_DTYPES
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
