@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -17,8 +16,6 @@ from tiltstream.recon.sirt import sirt
 from tiltstream.recon.windowed import Window, window_indices
 
 __all__ = ["BatchParams", "default_times", "reconstruct_4d", "windowed_sirt"]
-
-log = logging.getLogger(__name__)
 
 METHODS = ("fbp", "sirt")
 

@@ -256,11 +256,8 @@ def reconstruct_slabs(
     ny = frames.shape[1]
     slabs = plan_slabs(ny, slab_rows or default_slab_rows(client, ny))
     run = uuid.uuid4().hex[:8]
-    futures = {}
-    for slab in slabs:
-        fut = client.submit(_slab_task, slab_frames(frames, slab), angles, times, query, params, device, run,
-                            key=f"tiltstream-slab-{run}-{slab.index}", pure=False)
-        futures[fut] = slab
+    futures = {client.submit(_slab_task, slab_frames(frames, slab), angles, times, query, params, device, run,
+                             key=f"tiltstream-slab-{run}-{slab.index}", pure=False): slab for slab in slabs}
     log.info("submitted %d slab(s) of ≤ %d rows to %d worker thread(s)", len(slabs), slabs[0].rows,
              _worker_threads(client))
     done: list[Slab] = []

@@ -244,12 +244,10 @@ class ReconEngine:
         data = np.asarray(msg.data)
         if data.shape != self.aligner.frame_shape or not np.isfinite(data).all():
             return data
-        est = self.estimator
-        reproj = None
-        if est.window_size >= self.aligner.params.min_frames_for_reprojection:
-            reproj = est.project(float(msg.angle_deg))
-        corrected, self._last_shift = self.aligner.correct(data, float(msg.angle_deg), reprojection=reproj,
-                                                           seq=int(msg.seq))
+        angle = float(msg.angle_deg)
+        enough = self.estimator.window_size >= self.aligner.params.min_frames_for_reprojection
+        reproj = self.estimator.project(angle) if enough else None
+        corrected, self._last_shift = self.aligner.correct(data, angle, reprojection=reproj, seq=int(msg.seq))
         return corrected
 
     def next_seq(self, name: str) -> int:
@@ -263,8 +261,7 @@ class ReconEngine:
         # the estimate shows the particle at its window's mean time, not at the newest frame's
         t_est = est.time_s if math.isfinite(est.time_s) else self._last_t_s
         common = dict(stream_id=self.stream_id, t_s=t_est if math.isfinite(t_est) else 0.0)
-        nz, ny, nx = est.vol_shape
-        index = (nz // 2, ny // 2, nx // 2)
+        index = tuple(n // 2 for n in est.vol_shape)
         xy, xz, yz = est.slices(index)  # (a slabbed estimate gathers these slices, not the volume)
         out: list[object] = [
             SlicesMsg(**common, seq=self.next_seq("slices"), xy=xy, xz=xz, yz=yz, index=index, source="sirt",
@@ -278,11 +275,10 @@ class ReconEngine:
             voxel = None if self.voxel_nm is None else self.voxel_nm * vol.shape[0] / small.shape[0]
             out.append(VolumeMsg(**common, seq=self.next_seq("volume"), data=small, source="sirt",
                                  n_frames_used=est.window_size, voxel_nm=voxel))
-        lat = self.latencies_s[-1] if self.latencies_s else float("nan")
         values = {
             "sirt_residual": float(residual),
             "update_s": float(update_s),
-            "latency_s": float(lat),
+            "latency_s": float(self.latencies_s[-1]) if self.latencies_s else float("nan"),
             "frames_seen": float(est.n_frames_seen),
             "window_frames": float(est.window_size),
             "frames_rejected": float(sum(self.rejected.values())),

@@ -11,7 +11,13 @@ from tiltstream.recon.projector import Projector
 
 __all__ = ["fbp", "angular_weights", "ramp_filter"]
 
-_WINDOWS = ("ram-lak", "shepp-logan", "hann", "cosine")
+#: the ramp's windows: gain at frequency f (cycles/pixel)
+_WINDOWS = {
+    "ram-lak": lambda f: 1.0,
+    "shepp-logan": np.sinc,
+    "hann": lambda f: 0.5 * (1 + np.cos(2 * np.pi * f)),
+    "cosine": lambda f: np.cos(np.pi * f),
+}
 
 
 def angular_weights(angles_deg: np.ndarray) -> np.ndarray:
@@ -23,19 +29,14 @@ def angular_weights(angles_deg: np.ndarray) -> np.ndarray:
     a = np.deg2rad(np.asarray(angles_deg, dtype=np.float64))
     if a.size == 1:
         return np.array([np.pi])
-    order = np.argsort(a, kind="stable")
-    s = a[order]
-    uniq, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
+    uniq, inverse, counts = np.unique(a, return_inverse=True, return_counts=True)
     if uniq.size == 1:
         return np.full(a.size, np.pi / a.size)
     gaps = np.diff(uniq)
     w_u = np.empty_like(uniq)
     w_u[1:-1] = 0.5 * (gaps[:-1] + gaps[1:])
     w_u[0], w_u[-1] = gaps[0], gaps[-1]
-    w_sorted = w_u[inverse] / counts[inverse]
-    out = np.empty_like(a)
-    out[order] = w_sorted
-    return out
+    return w_u[inverse] / counts[inverse]
 
 
 def ramp_filter(n_det: int, window: str = "ram-lak") -> np.ndarray:
@@ -44,22 +45,14 @@ def ramp_filter(n_det: int, window: str = "ram-lak") -> np.ndarray:
     Built from the band-limited spatial kernel (Kak & Slaney eq. 61) so the DC term is right.
     """
     if window not in _WINDOWS:
-        raise ValueError(f"window: expected one of {_WINDOWS}, got {window!r}")
+        raise ValueError(f"window: expected one of {tuple(_WINDOWS)}, got {window!r}")
     size = max(64, int(2 ** np.ceil(np.log2(2 * n_det))))
     n = np.concatenate([np.arange(0, size // 2 + 1), np.arange(-size // 2 + 1, 0)])
     h = np.zeros(size)
     h[0] = 0.25
     odd = n % 2 == 1
     h[odd] = -1.0 / (np.pi * n[odd]) ** 2
-    resp = np.real(np.fft.fft(h))
-    f = np.fft.fftfreq(size)
-    if window == "shepp-logan":
-        resp *= np.sinc(f)
-    elif window == "hann":
-        resp *= 0.5 * (1 + np.cos(2 * np.pi * f))
-    elif window == "cosine":
-        resp *= np.cos(np.pi * f)
-    return resp
+    return np.real(np.fft.fft(h)) * _WINDOWS[window](np.fft.fftfreq(size))
 
 
 def fbp(A: Projector, y: Any, *, window: str = "shepp-logan", min_value: float | None = None) -> Any:

@@ -72,9 +72,8 @@ class LiveScores:
             record = (msg.experiment or {}).get("simulation")
             if self.truth is None and isinstance(record, dict):
                 self._queue.put(("truth", record))
-        elif isinstance(msg, FrameMsg):
-            if self._t0 is None:
-                self._t0 = now
+        elif isinstance(msg, FrameMsg) and self._t0 is None:
+            self._t0 = now
         elif isinstance(msg, EndMsg):
             self._end_wall = self._wall(now)
         elif isinstance(msg, VolumeMsg):

@@ -30,14 +30,7 @@ import numpy as np
 
 from tiltstream.recon.dask_batch import SchedulerError, dask_client, require_distributed
 from tiltstream.recon.slabs import Slab, plan_slabs, slab_rows_for
-from tiltstream.recon.streaming import (
-    Prediction,
-    StreamingParams,
-    StreamingSirt,
-    WindowedEstimate,
-    noise_sigma,
-    trim_window,
-)
+from tiltstream.recon.streaming import Prediction, StreamingParams, StreamingSirt, WindowedEstimate, noise_sigma
 from tiltstream.stream.validation import check_frame
 
 __all__ = ["SlabActor", "SlabPool", "SlabbedSirt"]
@@ -48,35 +41,22 @@ log = logging.getLogger(__name__)
 _Rows = tuple[np.ndarray, float, float, int]
 
 
-class SlabActor:
-    """On a worker: a :class:`StreamingSirt` over rows ``[y0, y1)`` of every frame (vol_shape (Z, rows, X))."""
-
-    def __init__(self, vol_shape: tuple[int, int, int], params: StreamingParams, det_cols: int,
-                 axis_offset_px: float, device: str):
-        self.sirt = StreamingSirt(vol_shape, params, det_cols=det_cols, axis_offset_px=axis_offset_px, device=device)
+class SlabActor(StreamingSirt):
+    """On a worker: the :class:`StreamingSirt` of rows ``[y0, y1)`` of every frame (vol_shape (Z, rows, X))."""
 
     def step(self, frames: list[_Rows], steps: int) -> tuple[tuple[float, float], tuple[float, float, int] | None]:
         """Add ``frames`` (oldest first), run ``steps`` ordered-subset steps; returns the partial sums
         (Σr², Σy²) of the last step and (Σr², Σy², pixels) of the newest frame's prediction."""
         for rows, angle_deg, t_s, seq in frames:
-            self.sirt.add_frame(rows, angle_deg, t_s, seq=seq)
+            self.add_frame(rows, angle_deg, t_s, seq=seq)
         if steps:
-            self.sirt.update(steps=steps)
-        return self.sirt.last_residual_sums, self.sirt.last_prediction_sums
+            self.update(steps=steps)
+        return self.last_residual_sums, self.last_prediction_sums
 
-    def slices(self, iz: int, iy: int | None, ix: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    def slab_slices(self, iz: int, iy: int | None, ix: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         """This slab's part of the slices: xy (rows, X), xz (Z, X) when row ``iy`` (slab-local) is here, yz (Z, rows)."""
-        xy, xz, yz = self.sirt.slices((iz, 0 if iy is None else iy, ix))
+        xy, xz, yz = self.slices((iz, 0 if iy is None else iy, ix))
         return xy, None if iy is None else xz, yz
-
-    def volume(self) -> np.ndarray:
-        return self.sirt.volume()
-
-    def project(self, angle_deg: float) -> np.ndarray:
-        return self.sirt.project(angle_deg)
-
-    def reset(self) -> None:
-        self.sirt.reset()
 
 
 @dataclass
@@ -122,10 +102,9 @@ class SlabbedSirt(WindowedEstimate):
         log.info("live SIRT on %d slab actor(s) of ≤ %d rows", len(self.slabs), self.slabs[0].rows)
 
     @staticmethod
-    def memory_needed(vol_shape: tuple[int, int, int], det_cols: int, params: StreamingParams | None = None) -> int:
+    def memory_needed(vol_shape: tuple[int, int, int], det_cols: int, params: StreamingParams) -> int:
         """Host bytes the coordinator holds at most: the window's raw frames and one gathered volume
         (each actor holds :meth:`StreamingSirt.memory_needed` of its slab on its worker)."""
-        params = params or StreamingParams()
         nz, ny, nx = (int(s) for s in vol_shape)
         return 4 * params.window_frames * ny * int(det_cols) + 4 * nz * ny * nx
 
@@ -138,8 +117,9 @@ class SlabbedSirt(WindowedEstimate):
 
     def _submit(self, slab: Slab, worker: str) -> Any:
         nz, _, nx = self.vol_shape
-        return self.client.submit(SlabActor, (nz, slab.rows, nx), self.params, self.frame_shape[1], self.axis_offset_px,
-                                  self.device, actor=True, workers=[worker], allow_other_workers=False, pure=False)
+        return self.client.submit(SlabActor, (nz, slab.rows, nx), self.params, det_cols=self.frame_shape[1],
+                                  axis_offset_px=self.axis_offset_px, device=self.device, actor=True, workers=[worker],
+                                  allow_other_workers=False, pure=False)
 
     def _call(self, method: str, args: list[tuple]) -> list[Any]:
         """``method(*args[i])`` on every actor at once; an actor whose worker is lost is rebuilt and asked again."""
@@ -204,7 +184,7 @@ class SlabbedSirt(WindowedEstimate):
         self._window.append(f)
         self._pending.append(f)
         self.n_frames_seen += 1
-        trim_window(self._window, self.params)
+        self._trim_window()
 
     def _flush(self, steps: int) -> None:
         frames, self._pending = self._pending, []
@@ -214,8 +194,7 @@ class SlabbedSirt(WindowedEstimate):
         if frames:
             self._last_sigma = frames[-1].sigma
             parts = [p for _, p in results]
-            self._prediction_sums = None if any(p is None for p in parts) else (
-                sum(p[0] for p in parts), sum(p[1] for p in parts), sum(p[2] for p in parts))
+            self._prediction_sums = None if any(p is None for p in parts) else tuple(map(sum, zip(*parts)))
         if steps:
             res2, norm2 = sum(r[0] for r, _ in results), sum(r[1] for r, _ in results)
             self.last_residual = math.sqrt(res2 / norm2) if norm2 > 0 else float("nan")
@@ -227,10 +206,6 @@ class SlabbedSirt(WindowedEstimate):
             return float("nan")
         self._flush(self.params.steps_per_update if steps is None else int(steps))
         return self.last_residual
-
-    def push(self, frame: np.ndarray, angle_deg: float, t_s: float, *, seq: int | None = None) -> float:
-        self.add_frame(frame, angle_deg, t_s, seq=seq)
-        return self.update()
 
     @property
     def last_prediction(self) -> Prediction | None:
@@ -250,7 +225,7 @@ class SlabbedSirt(WindowedEstimate):
         """xy (Y, X), xz (Z, X), yz (Z, Y) through voxel ``index`` = (z, y, x), gathered slice by slice."""
         self._flush(0)
         iz, iy, ix = (int(i) for i in index)
-        parts = self._call("slices", [(iz, iy - s.y0 if s.y0 <= iy < s.y1 else None, ix) for s in self.slabs])
+        parts = self._call("slab_slices", [(iz, iy - s.y0 if s.y0 <= iy < s.y1 else None, ix) for s in self.slabs])
         xz = next(p[1] for p in parts if p[1] is not None)
         return (np.concatenate([p[0] for p in parts], axis=0), xz, np.concatenate([p[2] for p in parts], axis=1))
 
@@ -269,10 +244,6 @@ class SlabbedSirt(WindowedEstimate):
         self.last_residual = float("nan")
         self._prediction_sums = None
 
-    def memory_bytes(self) -> int:
-        """Bytes the coordinator holds (the window's raw frames)."""
-        return sum(f.data.nbytes for f in self._window)
-
     def close(self) -> None:
         """Let the actors go (their workers free the slabs)."""
         for f in self._futures:
@@ -289,7 +260,6 @@ class SlabPool:
 
     def __init__(self, spec: str, *, timeout_s: float = 5.0):
         require_distributed()
-        self.spec = spec
         self._stack = contextlib.ExitStack()
         self.client = self._stack.enter_context(dask_client(spec, timeout_s=timeout_s))
         self._current: SlabbedSirt | None = None

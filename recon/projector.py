@@ -16,7 +16,6 @@ operator's device, differentiable through :class:`torch.autograd.Function`).
 from __future__ import annotations
 
 import copy
-import logging
 import warnings
 from functools import cached_property
 from typing import Any
@@ -35,8 +34,6 @@ __all__ = [
     "resolve_device",
 ]
 
-log = logging.getLogger(__name__)
-
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` → CUDA when torch sees a GPU, else CPU; ``"cuda"`` without a GPU is an error."""
@@ -53,20 +50,15 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 def _astra_cuda_available() -> bool:
     try:
         import astra  # noqa: PLC0415  (optional, imported lazily)
-    except ImportError:
-        return False
-    try:
+
         return bool(astra.use_cuda())
-    except Exception:  # pragma: no cover - astra without a usable driver
+    except Exception:  # pragma: no cover - no astra, or astra without a usable driver
         return False
 
 
 def available_backends() -> list[str]:
     """Backends usable on this machine, best first for a GPU box."""
-    out = ["torch"]
-    if torch.cuda.is_available() and _astra_cuda_available():
-        out.append("astra")
-    return out
+    return ["torch", "astra"] if torch.cuda.is_available() and _astra_cuda_available() else ["torch"]
 
 
 class _LinearFn(torch.autograd.Function):
@@ -117,11 +109,10 @@ class Projector:
         return self.proj_geom.shape
 
     # -- public API ---------------------------------------------------------------------------
-    def __call__(self, x: Any, out: Any = None) -> Any:
-        return self.forward(x, out=out)
-
     def forward(self, x: Any, out: Any = None) -> Any:
         return self._apply(x, out, transpose=False)
+
+    __call__ = forward
 
     def adjoint(self, y: Any, out: Any = None) -> Any:
         return self._apply(y, out, transpose=True)
@@ -143,10 +134,8 @@ class Projector:
         """Relative mismatch |⟨Au, v⟩ − ⟨u, Aᵀv⟩| / (|⟨Au, v⟩| + tiny) for random u, v (float64 sums)."""
         u = rng.random(self.domain_shape, dtype=np.float32)
         v = rng.random(self.range_shape, dtype=np.float32)
-        au = self.forward(u).astype(np.float64)
-        atv = self.adjoint(v).astype(np.float64)
-        lhs = float(np.vdot(au, v.astype(np.float64)))
-        rhs = float(np.vdot(u.astype(np.float64), atv))
+        lhs = float(np.vdot(self.forward(u).astype(np.float64), v.astype(np.float64)))
+        rhs = float(np.vdot(u.astype(np.float64), self.adjoint(v).astype(np.float64)))
         return abs(lhs - rhs) / (abs(lhs) + 1e-30)
 
     # -- plumbing -----------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from tiltstream.recon.service_stats import ServiceStats
 from tiltstream.stream.protocol import EndMsg, FrameMsg, StartMsg
 from tiltstream.stream.transport import DEFAULT_VIEWER_HWM, FrameReceiver, Publisher
 
-__all__ = ["ReconService", "ServiceStats"]
+__all__ = ["ReconService"]
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,6 @@ class ReconService:
         self.stats = ServiceStats()
         self._inbox: deque[tuple[object, float]] = deque()
         self._wake = threading.Event()
-        self._last_outputs: list[object] = []
         self._last_publish = 0.0
         self._end_seen = threading.Event()
         # the online DIP trains in its own thread; its estimates wait in the bridge for the recon
@@ -119,7 +118,6 @@ class ReconService:
         for m in outputs:
             self.publisher.send(m)
         self.stats.published += len(outputs)
-        self._last_outputs = outputs
         self._last_publish = time.monotonic()
 
     def _step(self) -> None:

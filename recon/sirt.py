@@ -82,9 +82,7 @@ def sirt_step(
     returns (Σ‖y_i − A_i x‖², Σ‖y_i‖²) of the iterate before the step; else (nan, nan).
     """
     acc: torch.Tensor | None = None
-    res2 = norm2 = float("nan")
-    if measure:
-        res2 = norm2 = 0.0
+    res2 = norm2 = 0.0 if measure else float("nan")
     for b in blocks:
         r = b.y - b.A.flat_forward(x)
         if measure:
@@ -172,17 +170,13 @@ def sirt(
         mask = A.to_flat_volume(_as_tensor(np.asarray(support, dtype=bool) if not isinstance(support, torch.Tensor)
                                            else support, A, A.domain_shape, "support").to(A.dtype))
         x = x * mask
-    if subsets is None:
-        if weights is not None:
-            steps = [(Block(A, A.to_flat_proj(yt), weights[0]), weights[1] * relaxation)]
-        else:
-            block = Block.of(A, yt)
-            steps = [(block, inverse(block.column_sums(), scale=relaxation))]
+    if weights is not None:
+        steps = [(Block(A, A.to_flat_proj(yt), weights[0]), weights[1] * relaxation)]
     else:
-        steps = []
-        for idx in _subset_indices(subsets, A.range_shape[0]):
-            block = Block.of(A[idx], yt[torch.as_tensor(idx, device=yt.device)])
-            steps.append((block, inverse(block.column_sums(), scale=relaxation)))
+        blocks = ([Block.of(A, yt)] if subsets is None
+                  else [Block.of(A[idx], yt[torch.as_tensor(idx, device=yt.device)])
+                        for idx in _subset_indices(subsets, A.range_shape[0])])
+        steps = [(block, inverse(block.column_sums(), scale=relaxation)) for block in blocks]
     if mask is not None:
         steps = [(block, C * mask) for block, C in steps]
     callbacks = tuple(callbacks)

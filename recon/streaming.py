@@ -21,7 +21,6 @@ seen, and, in units of the frame's own noise level, how much the particle change
 
 from __future__ import annotations
 
-import logging
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -35,10 +34,7 @@ from tiltstream.recon.projector import operator, resolve_device
 from tiltstream.recon.sirt import Block, inverse, sirt_step
 from tiltstream.stream.validation import FrameRejected, check_frame
 
-__all__ = ["StreamingParams", "StreamingSirt", "FrameRejected", "Prediction", "noise_sigma", "trim_window",
-           "window_time_s", "WindowedEstimate"]
-
-log = logging.getLogger(__name__)
+__all__ = ["StreamingParams", "StreamingSirt", "FrameRejected", "Prediction", "noise_sigma", "WindowedEstimate"]
 
 
 @dataclass(frozen=True)
@@ -117,23 +113,6 @@ class Prediction:
                    change_sigma=rms / sigma if sigma > 0 else float("nan"))
 
 
-def trim_window(window: deque, params: StreamingParams) -> None:
-    """Drop the oldest items (anything with a ``t_s``) of ``window`` beyond ``params``' window, in place."""
-    while len(window) > params.window_frames:
-        window.popleft()
-    if params.window_s is not None:
-        newest = window[-1].t_s
-        while len(window) > 1 and newest - window[0].t_s > params.window_s:
-            window.popleft()
-
-
-def window_time_s(times_s: np.ndarray, half_life_s: float | None) -> float:
-    """The mean of a window's acquisition times (oldest first), weighted as forgetting weighs them."""
-    t = np.asarray(times_s, dtype=np.float64)
-    w = np.ones_like(t) if half_life_s is None else 0.5 ** ((t[-1] - t) / half_life_s)
-    return float(np.sum(w * t) / np.sum(w))
-
-
 @dataclass
 class _Entry:
     seq: int
@@ -161,6 +140,16 @@ class WindowedEstimate:
         self.frame_shape = (self.vol_shape[1], int(det_cols or self.vol_shape[2]))
         self.axis_offset_px = float(axis_offset_px)
 
+    def _trim_window(self) -> None:
+        """Drop the oldest frames beyond ``params``' window (frames and seconds)."""
+        window, p = self._window, self.params
+        while len(window) > p.window_frames:
+            window.popleft()
+        if p.window_s is not None:
+            newest = window[-1].t_s
+            while len(window) > 1 and newest - window[0].t_s > p.window_s:
+                window.popleft()
+
     @property
     def window_size(self) -> int:
         return len(self._window)
@@ -176,8 +165,10 @@ class WindowedEstimate:
         the updates weigh them (forgetting); nan while empty."""
         if not self._window:
             return float("nan")
-        return window_time_s(np.fromiter((e.t_s for e in self._window), dtype=np.float64, count=len(self._window)),
-                             self.params.half_life_s)
+        t = np.fromiter((e.t_s for e in self._window), dtype=np.float64, count=len(self._window))
+        hl = self.params.half_life_s
+        w = np.ones_like(t) if hl is None else 0.5 ** ((t[-1] - t) / hl)
+        return float(np.sum(w * t) / np.sum(w))
 
     @property
     def window_times(self) -> tuple[float, float]:
@@ -212,22 +203,12 @@ class StreamingSirt(WindowedEstimate):
         self._vol = VolumeGeometry(self.vol_shape)
         self._x = torch.zeros(nz * nx, ny, device=self.device)
         self._window: deque[_Entry] = deque()
-        self._n_updates = 0
-        self.n_frames_seen = 0
-        self.last_residual = float("nan")
-        #: (Σ‖y − A x‖², Σ‖y‖²) of the last update's subset: :attr:`last_residual` as sums over rows
-        self.last_residual_sums = (float("nan"), float("nan"))
-        #: (Σ(y − A x)², Σy², pixels) behind :attr:`last_prediction`, or None with it
-        self.last_prediction_sums: tuple[float, float, int] | None = None
-        #: the newest frame against the estimate before it was folded in (None until the window holds
-        #: ``subset_size`` frames: before that the estimate predicts nothing)
-        self.last_prediction: Prediction | None = None
+        self.reset()
 
     @staticmethod
-    def memory_needed(vol_shape: tuple[int, int, int], det_cols: int, params: StreamingParams | None = None) -> int:
+    def memory_needed(vol_shape: tuple[int, int, int], det_cols: int, params: StreamingParams) -> int:
         """Host bytes a :class:`StreamingSirt` of this size holds at most: the estimate and a few
         work volumes, and per window frame its data and its sparse projector block (and adjoint)."""
-        params = params or StreamingParams()
         nz, ny, nx = (int(s) for s in vol_shape)
         voxels_per_slice = nz * nx
         per_frame = 4 * det_cols * ny + 2 * (N_TAPS * voxels_per_slice * 12 + 8 * (det_cols + voxels_per_slice))
@@ -244,7 +225,7 @@ class StreamingSirt(WindowedEstimate):
                                 else Prediction.of_sums(*self.last_prediction_sums, noise_sigma(arr)))
         self._window.append(entry)
         self.n_frames_seen += 1
-        self._trim()
+        self._trim_window()
 
     @torch.no_grad()
     def _predict(self, entry: _Entry) -> tuple[float, float, int]:
@@ -258,15 +239,10 @@ class StreamingSirt(WindowedEstimate):
         block = Block.of(A, torch.as_tensor(data[None], device=self.device))
         return _Entry(seq, angle_deg, t_s, block, block.column_sums())
 
-    def _trim(self) -> None:
-        trim_window(self._window, self.params)
-
     # -- update -------------------------------------------------------------------------------
     def _subset(self) -> list[_Entry]:
         """New frames first, then the least recently revisited, up to subset_size."""
-        k = min(self.params.subset_size, len(self._window))
-        order = sorted(self._window, key=lambda e: (e.last_used, -e.t_s))
-        return order[:k]
+        return sorted(self._window, key=lambda e: (e.last_used, -e.t_s))[: self.params.subset_size]
 
     def _weights(self, subset: list[_Entry]) -> list[float]:
         hl = self.params.half_life_s
@@ -332,9 +308,13 @@ class StreamingSirt(WindowedEstimate):
         self.n_frames_seen = 0
         self._n_updates = 0
         self.last_residual = float("nan")
+        #: (Σ‖y − A x‖², Σ‖y‖²) of the last update's subset: :attr:`last_residual` as sums over rows
         self.last_residual_sums = (float("nan"), float("nan"))
-        self.last_prediction = None
-        self.last_prediction_sums = None
+        #: (Σ(y − A x)², Σy², pixels) behind :attr:`last_prediction`, or None with it
+        self.last_prediction_sums: tuple[float, float, int] | None = None
+        #: the newest frame against the estimate before it was folded in (None until the window holds
+        #: ``subset_size`` frames: before that the estimate predicts nothing)
+        self.last_prediction: Prediction | None = None
 
     def memory_bytes(self) -> int:
         """Bytes held by the estimate and the window (frames + projector blocks)."""

@@ -6,14 +6,11 @@ inside a short time window form a sparse but well-spread tilt series of the part
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 import numpy as np
 
 __all__ = ["Window", "window_indices"]
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
