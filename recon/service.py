@@ -195,7 +195,7 @@ class ReconService:
                     last_activity = time.monotonic()
                 self._step()
                 if until_end and self._end_seen.is_set() and not self._inbox and not self.engine.refining:
-                    self._publish(self.engine.step(force_volume=True))
+                    self._publish(self._engine_step(force_volume=True))
                     if self.dip is not None:  # a last estimate from every frame of the series
                         self.dip.finish()
                         self._publish_dip()

@@ -320,3 +320,27 @@ def test_a_failing_update_is_counted_and_the_service_goes_on(series):
             time.sleep(0.3)
     assert svc.engine.rejected["engine_error"] == 1
     assert svc.stats.frames_received == 12 and svc.engine.estimator.n_frames_seen >= 10  # it went on
+
+
+def test_a_failing_last_update_at_the_end_is_counted_and_the_run_returns(series):
+    """run(until_end=True) ends with a forced whole-volume update: its error is counted like any other."""
+    with FrameSender(tcp_endpoint(0)) as tx:
+        svc = ReconService(tx.endpoint, None, EngineConfig(device="cpu", idle_refine_steps=0))
+        real_step = svc.engine.step
+
+        def failing_at_end(**kw):
+            if kw.get("force_volume"):
+                raise RuntimeError("slab worker lost and no worker left")
+            return real_step(**kw)
+
+        svc.engine.step = failing_at_end
+        sid = "e" * 32
+        with Running(svc, until_end=True, idle_timeout_s=60) as running:
+            assert tx.send(start(sid, series))
+            for i in range(6):
+                assert tx.send(frame(sid, series, i))
+            assert tx.send(EndMsg(stream_id=sid, n_frames=6, reason="complete"))
+            running.thread.join(30)
+            assert not running.thread.is_alive()
+    assert running.error is None and running.result is not None
+    assert svc.engine.rejected["engine_error"] == 1 and svc.stats.frames_received == 6
