@@ -26,15 +26,18 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from scipy.optimize import minimize_scalar
 
 from tiltstream.recon.align.profiles import align_profiles, axis_profiles, profile_residual
+from tiltstream.recon.geometry import ProjectionGeometry, VolumeGeometry
+from tiltstream.recon.projector import operator
+from tiltstream.recon.sirt import sirt, sirt_weights
 
 __all__ = [
     "AxisDirection",
     "estimate_axis_direction",
     "estimate_axis_offset",
-    "reprojection_residual",
     "shift_columns",
     "row_energy",
     "signal_rows",
@@ -156,18 +159,13 @@ def shift_columns(frames: np.ndarray, shift_px: float) -> np.ndarray:
 _OPERATOR_CACHE: dict[tuple, list] = {}
 
 
-def _operators(shape: tuple[int, int, int], angles: np.ndarray, groups: list[np.ndarray], vol_z: int,
-               device: str) -> list:
-    """(projector, SIRT weights) per group, axis at the detector centre; the last few sets are kept,
-    as the searches ask for the same geometry again and again."""
-    from tiltstream.recon.geometry import ProjectionGeometry, VolumeGeometry  # noqa: PLC0415
-    from tiltstream.recon.projector import operator  # noqa: PLC0415
-    from tiltstream.recon.sirt import sirt_weights  # noqa: PLC0415
-
+def _operators(shape: tuple[int, int, int], angles: np.ndarray, groups: list[np.ndarray], device: str) -> list:
+    """(projector, SIRT weights) per group, axis at the detector centre, volume as thick as the frames
+    are wide; the last few sets are kept, as the searches ask for the same geometry again and again."""
     _, ny, nu = shape
-    key = (ny, nu, vol_z, str(device), angles.tobytes(), tuple(g.tobytes() for g in groups))
+    key = (ny, nu, str(device), angles.tobytes(), tuple(g.tobytes() for g in groups))
     if key not in _OPERATOR_CACHE:
-        vol = VolumeGeometry((vol_z, ny, nu))
+        vol = VolumeGeometry((nu, ny, nu))
         ops = []
         for g in groups:
             a = operator(vol, ProjectionGeometry(angles[g], (ny, nu)), device=device)
@@ -176,54 +174,6 @@ def _operators(shape: tuple[int, int, int], angles: np.ndarray, groups: list[np.
             _OPERATOR_CACHE.pop(next(iter(_OPERATOR_CACHE)))
         _OPERATOR_CACHE[key] = ops
     return _OPERATOR_CACHE[key]
-
-
-class _Residual:
-    """NRMSE between frames and the reprojection of their SIRT reconstruction, for trial axis offsets.
-
-    The frames are moved so that the trial axis sits at the detector centre and reconstructed with
-    projectors (axis at the centre) built once. With ``groups`` (index arrays, e.g. time windows of a
-    particle that changes shape) each group is reconstructed on its own and the residuals pooled.
-    """
-
-    def __init__(self, frames: np.ndarray, angles_deg: np.ndarray, *, iterations: int, vol_z: int | None, device: str,
-                 groups: list[np.ndarray] | None = None):
-        import torch  # noqa: PLC0415 (only needed here)
-
-        self.torch = torch
-        self.frames = np.asarray(frames, dtype=np.float32)
-        n, ny, nu = self.frames.shape
-        angles = np.asarray(angles_deg, dtype=np.float64)
-        self.groups = [np.arange(n)] if groups is None else [np.asarray(g) for g in groups]
-        self.ops = _operators(self.frames.shape, angles, self.groups, vol_z or nu, device)
-        self.iterations = iterations
-
-    def __call__(self, axis_offset_px: float) -> float:
-        from tiltstream.recon.sirt import sirt  # noqa: PLC0415
-
-        torch = self.torch
-        moved = shift_columns(self.frames, -axis_offset_px)
-        res2 = norm2 = 0.0
-        for g, (a, weights) in zip(self.groups, self.ops):
-            y = torch.as_tensor(moved[g], device=a.device)
-            x = sirt(a, y, self.iterations, weights=weights)
-            res2 += float(torch.sum((a(x) - y) ** 2))
-            norm2 += float(torch.sum(y**2))
-        return float(np.sqrt(res2 / (norm2 + 1e-30)))
-
-
-def reprojection_residual(
-    frames: np.ndarray,
-    angles_deg: np.ndarray,
-    axis_offset_px: float,
-    *,
-    iterations: int = 20,
-    vol_z: int | None = None,
-    device: str = "cpu",
-) -> float:
-    """NRMSE between frames (N, Y, U) and the reprojection of their SIRT reconstruction with the
-    tilt axis at ``axis_offset_px``: the smaller, the more consistent the geometry is with the data."""
-    return _Residual(frames, angles_deg, iterations=iterations, vol_z=vol_z, device=device)(axis_offset_px)
 
 
 def estimate_axis_offset(
@@ -241,23 +191,37 @@ def estimate_axis_offset(
 ) -> float | tuple[float, float]:
     """Tilt-axis offset (pixels right of the detector centre) that makes the frames most consistent.
 
-    Minimises :func:`reprojection_residual` over ``initial_px ± search_px`` (bounded Brent search)
-    on at most ``max_rows`` evenly spread rows that carry signal (each row is its own 2-D problem, so
-    a few rows see the axis as well as all of them do, at a fraction of the cost).
+    Minimises the NRMSE between the frames and the reprojection of their SIRT reconstruction over
+    ``initial_px ± search_px`` (bounded Brent search) on at most ``max_rows`` evenly spread rows that
+    carry signal (each row is its own 2-D problem, so a few rows see the axis as well as all of them
+    do, at a fraction of the cost). For each trial offset the frames are moved so that the axis sits
+    at the detector centre, where the projectors (built once) have it.
 
     Parameters
     ----------
     frames : (N, Y, U) drift-corrected, background-free frames with the tilt axis along the rows.
     angles_deg : (N,) tilt angles.
-    groups : frames reconstructed together (e.g. time windows of a changing particle); default all.
+    groups : frames reconstructed together (e.g. time windows of a changing particle; each group on
+        its own, the residuals pooled); default all.
     full_output : also return the residual (NRMSE) at the optimum.
     """
     f = np.asarray(frames, dtype=np.float32)
     if f.ndim != 3:
         raise ValueError(f"frames: expected (N, Y, U), got shape {f.shape}")
-    rows = signal_rows(row_energy(f), max_rows)
-    residual = _Residual(f[:, rows, :], angles_deg, iterations=iterations, vol_z=f.shape[2], device=device,
-                         groups=groups)
+    f = f[:, signal_rows(row_energy(f), max_rows), :]
+    groups = [np.arange(f.shape[0])] if groups is None else [np.asarray(g) for g in groups]
+    ops = _operators(f.shape, np.asarray(angles_deg, dtype=np.float64), groups, device)
+
+    def residual(axis_offset_px: float) -> float:
+        moved = shift_columns(f, -axis_offset_px)
+        res2 = norm2 = 0.0
+        for g, (a, weights) in zip(groups, ops):
+            y = torch.as_tensor(moved[g], device=a.device)
+            x = sirt(a, y, iterations, weights=weights)
+            res2 += float(torch.sum((a(x) - y) ** 2))
+            norm2 += float(torch.sum(y**2))
+        return float(np.sqrt(res2 / (norm2 + 1e-30)))
+
     res = minimize_scalar(residual, bounds=(initial_px - search_px, initial_px + search_px), method="bounded",
                           options={"xatol": tol_px})
     log.debug("axis offset %.3f px (residual %.4f, %d evaluations)", res.x, res.fun, res.nfev)

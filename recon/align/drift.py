@@ -71,8 +71,7 @@ def split_gauge(shifts: np.ndarray, angles_deg: np.ndarray) -> tuple[np.ndarray,
 
 def axis_drift(frames: np.ndarray) -> np.ndarray:
     """(N,) drift dy along the tilt axis (rows) from the tilt-axis profiles, zero mean."""
-    shifts, _ = align_profiles(axis_profiles(frames), iterations=3)
-    return shifts
+    return align_profiles(axis_profiles(frames), iterations=3)[0]
 
 
 def centre_of_mass_drift(frames: np.ndarray, angles_deg: np.ndarray) -> tuple[np.ndarray, float, np.ndarray]:

@@ -16,9 +16,8 @@ extension, one cubic-spline resampling), so the estimator sees the detector's ow
 
 from __future__ import annotations
 
-import logging
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -28,8 +27,6 @@ from tiltstream.recon.align.profiles import PROFILE_FILTER, axis_profiles, regis
 from tiltstream.recon.align.xcorr import RegistrationFilter, register
 
 __all__ = ["LiveAlignParams", "LiveAligner", "LiveShift"]
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -84,10 +81,7 @@ class LiveAligner:
         self._profiles: deque[np.ndarray] = deque(maxlen=self.params.history)
         self.shifts: dict[int, LiveShift] = {}
         self._n = 0
-        p = self.params
-        self._filt = RegistrationFilter(low_cut=p.filt.low_cut, high_cut=p.filt.high_cut, whiten=p.filt.whiten,
-                                        taper=p.filt.taper, upsample=p.filt.upsample,
-                                        max_shift=p.max_shift_fraction * min(self.frame_shape))
+        self._filt = replace(self.params.filt, max_shift=self.params.max_shift_fraction * min(self.frame_shape))
 
     def estimate(self, frame: np.ndarray, angle_deg: float, reprojection: np.ndarray | None = None) -> LiveShift:
         """Drift of ``frame`` (Y, U) relative to what is known, without changing any state."""

@@ -91,8 +91,6 @@ class MatchingResult:
     max_update_px: list[float] = field(default_factory=list)
     reprojection_nrmse: list[float] = field(default_factory=list)
     binning: int = 1
-    frames_binned: np.ndarray | None = field(default=None, repr=False)  # last round, axis at the centre
-    reprojections: np.ndarray | None = field(default=None, repr=False)  # their reprojections
 
 
 def shift_frames(frames: np.ndarray, shifts_px: np.ndarray, *, order: int = 3) -> np.ndarray:
@@ -199,7 +197,7 @@ def projection_matching(
                                         upsample=max(20, 10 * factor), max_shift=max(4.0, 0.25 * min(ny, nu) / factor))
     shifts, const, _ = split_gauge(shifts, angles)
     offset = float(axis_offset_px) + const
-    result = MatchingResult(shifts_px=shifts, axis_offset_px=offset, rounds=0, converged=False)
+    result = MatchingResult(shifts_px=shifts, axis_offset_px=offset, rounds=0, converged=False, binning=factor)
     reproject: _Reprojector | None = None
     search = p.offset_search_px
     for r in range(p.max_rounds):
@@ -217,7 +215,6 @@ def projection_matching(
         reproj = reproject(fb, p.iterations if r == 0 else max(5, p.iterations // 2))
         nrmse = float(np.linalg.norm(reproj - fb) / (np.linalg.norm(fb) + 1e-30))
         delta, _ = reference_drift(fb, reproj, filt)
-        result.frames_binned, result.reprojections, result.binning = fb, reproj, factor
         new, _, _ = split_gauge(shifts + delta * factor, angles)
         largest = max(float(np.max(np.abs(new - shifts))), abs(offset_change))
         shifts = new

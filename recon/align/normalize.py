@@ -67,8 +67,7 @@ def background_level(frame: np.ndarray, *, max_pixels: int = 1 << 16) -> float:
     f = np.asarray(frame, dtype=np.float64)
     step = max(1, int(np.ceil(np.sqrt(f.size / max_pixels))))
     v = f[::step, ::step].reshape(-1)
-    dark = v[v <= np.median(v)]
-    return half_sample_mode(dark)
+    return half_sample_mode(v[v <= np.median(v)])
 
 
 def normalize_frames(
@@ -99,10 +98,9 @@ def normalize_frames(
     if scale not in SCALES:
         raise ValueError(f"scale: expected one of {SCALES}, got {scale!r}")
     f64 = f.astype(np.float64)
-    bad = ~np.isfinite(f64).all(axis=(1, 2))
-    if bad.any():
-        where = np.flatnonzero(bad)[:10].tolist()
-        raise ValueError(f"frames: expected finite pixel values, got NaN/Inf in frame(s) {where}")
+    bad = np.flatnonzero(~np.isfinite(f64).all(axis=(1, 2)))
+    if bad.size:
+        raise ValueError(f"frames: expected finite pixel values, got NaN/Inf in frame(s) {bad[:10].tolist()}")
     n = f.shape[0]
     offsets = np.array([background_level(fr) for fr in f64]) if subtract_background else np.zeros(n)
     scales = np.ones(n)

@@ -200,10 +200,9 @@ def validate_series(frames: Any, angles_deg: Any, times_s: Any = None) -> tuple[
     if not (np.issubdtype(f.dtype, np.integer) or np.issubdtype(f.dtype, np.floating)):
         raise ValueError(f"frames: expected real pixel values, got dtype {f.dtype}")
     if np.issubdtype(f.dtype, np.floating):
-        bad = ~np.isfinite(f).all(axis=(1, 2))
-        if bad.any():
-            where = np.flatnonzero(bad)[:10].tolist()
-            raise ValueError(f"frames: expected finite pixel values, got NaN/Inf in frame(s) {where}")
+        bad = np.flatnonzero(~np.isfinite(f).all(axis=(1, 2)))
+        if bad.size:
+            raise ValueError(f"frames: expected finite pixel values, got NaN/Inf in frame(s) {bad[:10].tolist()}")
     angles = np.asarray(angles_deg, dtype=np.float64).reshape(-1)
     if angles.shape != (n,):
         raise ValueError(f"angles_deg: expected {n} angles (one per frame), got {angles.size}")
@@ -259,8 +258,7 @@ def align_series(
     """
     p = params or AlignParams()
     if hasattr(frames, "frames") and hasattr(frames, "angles_deg"):
-        series = frames
-        frames, angles_deg, times_s = series.frames, series.angles_deg, series.times_s
+        frames, angles_deg, times_s = frames.frames, frames.angles_deg, frames.times_s
     if angles_deg is None:
         raise ValueError("angles_deg: expected one tilt angle per frame, got None")
     f, angles, times = validate_series(frames, angles_deg, times_s)
@@ -268,11 +266,7 @@ def align_series(
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
 
-    norm = None
-    if p.normalize:
-        work, norm = normalize_frames(f, scale=p.scale)
-    else:
-        work = f.astype(np.float32)
+    work, norm = normalize_frames(f, scale=p.scale) if p.normalize else (f.astype(np.float32), None)
     timings["normalize_s"] = time.perf_counter() - t0
 
     dynamic = is_interleaved(angles, times, p.window_frames) if p.dynamic is None else bool(p.dynamic)
@@ -446,12 +440,9 @@ def apply_alignment(series: Any, alignment: Alignment, *, centre_axis: bool = Tr
     from tiltstream.stream.series import TiltSeries  # noqa: PLC0415
 
     frames = alignment.apply(series.frames, centre_axis=centre_axis)
-    meta = dict(series.metadata)
-    al = alignment.to_metadata()
-    al["axis_offset_applied_to_frames"] = bool(centre_axis)
-    meta["alignment"] = al
-    extra = dict(series.extra)
-    extra["align_shift_px"] = alignment.shifts_px.copy()
+    al = {**alignment.to_metadata(), "axis_offset_applied_to_frames": bool(centre_axis)}
+    meta = {**series.metadata, "alignment": al}
+    extra = {**series.extra, "align_shift_px": alignment.shifts_px.copy()}
     if alignment.normalization is not None:
         extra["align_background"] = alignment.normalization.offsets.copy()
         extra["align_scale"] = alignment.normalization.scales.copy()

@@ -19,7 +19,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import sparse
 
-from tiltstream.recon.align.xcorr import RegistrationFilter, tukey_window
+from tiltstream.recon.align.xcorr import RegistrationFilter, gaussian_band, tukey_window
 
 __all__ = ["axis_profiles", "align_profiles", "register_profiles", "shift_profiles", "profile_residual"]
 
@@ -78,12 +78,7 @@ def _spectra(p: np.ndarray, filt: RegistrationFilter) -> np.ndarray:
     w = tukey_window(n, filt.taper)
     edge = w < 1.0
     level = np.median(p[:, edge], axis=1, keepdims=True) if edge.any() else p.mean(axis=1, keepdims=True)
-    f2 = np.fft.rfftfreq(n) ** 2
-    band = np.ones_like(f2)
-    if filt.high_cut < 0.5:
-        band *= np.exp(-f2 / (2 * filt.high_cut**2))
-    if filt.low_cut > 0:
-        band *= 1.0 - np.exp(-f2 / (2 * filt.low_cut**2))
+    band = gaussian_band(np.fft.rfftfreq(n) ** 2, filt.low_cut, filt.high_cut)
     return np.fft.rfft((p - level) * w, axis=1) * band
 
 

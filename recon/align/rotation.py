@@ -26,7 +26,6 @@ its column), and the trajectory's own parts are split off again at the new angle
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass
 
@@ -38,8 +37,6 @@ from tiltstream.recon.align.matching import bin_frames
 from tiltstream.recon.align.transform import rotation_matrix_rc
 
 __all__ = ["RotationParams", "axis_angle_from_bands", "rotate_shifts", "specimen_track", "carry_alignment"]
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

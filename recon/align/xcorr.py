@@ -14,17 +14,18 @@ frame is corrected by moving it by ``−shift``. Shifts are (dy, du) = (rows, co
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, reduce
 
 import numpy as np
 
 __all__ = [
     "RegistrationFilter",
     "fourier_shift",
+    "gaussian_band",
     "prepare",
     "register",
-    "register_1d",
     "register_spectra",
     "tukey_window",
 ]
@@ -76,30 +77,27 @@ def tukey_window(n: int, fraction: float) -> np.ndarray:
     return w
 
 
-@lru_cache(maxsize=32)
-def _window(shape: tuple[int, ...], fraction: float) -> np.ndarray:
-    w = np.ones(shape)
-    for axis, n in enumerate(shape):
-        s = [1] * len(shape)
-        s[axis] = n
-        w = w * tukey_window(n, fraction).reshape(s)
-    return w
-
-
-@lru_cache(maxsize=32)
-def _bandpass(shape: tuple[int, ...], low_cut: float, high_cut: float) -> np.ndarray:
-    """Gaussian band-pass weights on the full FFT grid of ``shape``."""
-    f2 = np.zeros(shape)
-    for axis, n in enumerate(shape):
-        s = [1] * len(shape)
-        s[axis] = n
-        f2 = f2 + (np.fft.fftfreq(n) ** 2).reshape(s)
-    w = np.ones(shape)
+def gaussian_band(f2: np.ndarray, low_cut: float, high_cut: float) -> np.ndarray:
+    """Band-pass weights at squared frequencies ``f2`` (cycles/pixel)²: a Gaussian low-pass at
+    ``high_cut`` (none at ≥ 0.5) times a Gaussian high-pass at ``low_cut`` (none at 0)."""
+    w = np.ones_like(f2)
     if high_cut < 0.5:
         w *= np.exp(-f2 / (2 * high_cut**2))
     if low_cut > 0:
         w *= 1.0 - np.exp(-f2 / (2 * low_cut**2))
     return w
+
+
+@lru_cache(maxsize=32)
+def _window(shape: tuple[int, ...], fraction: float) -> np.ndarray:
+    return math.prod(np.meshgrid(*(tukey_window(n, fraction) for n in shape), indexing="ij", sparse=True))
+
+
+@lru_cache(maxsize=32)
+def _bandpass(shape: tuple[int, ...], low_cut: float, high_cut: float) -> np.ndarray:
+    """:func:`gaussian_band` on the full FFT grid of ``shape``."""
+    f2 = sum(np.meshgrid(*(np.fft.fftfreq(n) ** 2 for n in shape), indexing="ij", sparse=True))
+    return gaussian_band(f2, low_cut, high_cut)
 
 
 def prepare(image: np.ndarray, filt: RegistrationFilter) -> np.ndarray:
@@ -135,14 +133,9 @@ def _peak(r: np.ndarray, filt: RegistrationFilter) -> tuple[np.ndarray, float]:
     cc = np.real(np.fft.ifftn(r))
     shape = np.array(cc.shape)
     if filt.max_shift is not None:
-        lim = np.floor(np.minimum(filt.max_shift, shape // 2)).astype(int)
-        mask = np.ones(cc.shape, dtype=bool)
-        for axis, n in enumerate(cc.shape):
-            idx = np.fft.fftfreq(n) * n
-            s = [1] * cc.ndim
-            s[axis] = n
-            mask &= (np.abs(idx) <= lim[axis]).reshape(s)
-        cc = np.where(mask, cc, -np.inf)
+        lim = np.floor(np.minimum(filt.max_shift, shape // 2))
+        inside = (np.abs(np.fft.fftfreq(n) * n) <= m for n, m in zip(cc.shape, lim))
+        cc = np.where(reduce(np.logical_and, np.meshgrid(*inside, indexing="ij", sparse=True)), cc, -np.inf)
     coarse = np.array(np.unravel_index(int(np.argmax(cc)), cc.shape), dtype=np.float64)
     coarse = np.where(coarse > shape // 2, coarse - shape, coarse)
     quality = float(np.max(cc) / (np.sum(np.abs(r)) / r.size + 1e-300))  # 1 when every phase agrees
@@ -197,20 +190,9 @@ def register_spectra(
     return _peak(_cross_power(f_ref, f_mov, filt.whiten), filt)
 
 
-def register_1d(reference: np.ndarray, moving: np.ndarray, filt: RegistrationFilter | None = None) -> float:
-    """Sub-pixel shift of 1-D profile ``moving`` relative to ``reference`` (see :func:`register`)."""
-    if np.ndim(reference) != 1:
-        raise ValueError(f"register_1d: expected 1-D profiles, got shape {np.shape(reference)}")
-    return float(register(reference, moving, filt)[0][0])
-
-
 def fourier_shift(image: np.ndarray, shift: np.ndarray) -> np.ndarray:
     """``image`` moved by ``shift`` (pixels per axis) with the Fourier shift theorem (periodic)."""
     a = np.asarray(image, dtype=np.float64)
-    spec = np.fft.fftn(a)
-    phase = np.zeros(a.shape)
-    for axis, n in enumerate(a.shape):
-        s = [1] * a.ndim
-        s[axis] = n
-        phase = phase + (np.fft.fftfreq(n) * float(shift[axis])).reshape(s)
-    return np.real(np.fft.ifftn(spec * np.exp(-2j * np.pi * phase)))
+    freqs = (np.fft.fftfreq(n) * float(shift[axis]) for axis, n in enumerate(a.shape))
+    phase = sum(np.meshgrid(*freqs, indexing="ij", sparse=True))
+    return np.real(np.fft.ifftn(np.fft.fftn(a) * np.exp(-2j * np.pi * phase)))

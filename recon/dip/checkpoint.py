@@ -9,7 +9,6 @@ Loaded with ``weights_only=True``: a checkpoint cannot run code.
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -20,8 +19,6 @@ from tiltstream.recon.dip.model import DipGeometry, SpaceTimeGenerator
 from tiltstream.recon.dip.params import DipParams
 
 __all__ = ["FORMAT", "save_checkpoint", "read_checkpoint", "load_generator"]
-
-log = logging.getLogger(__name__)
 
 FORMAT = "tiltstream.dip/1"
 

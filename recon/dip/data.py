@@ -4,15 +4,15 @@ the batch sampler (all randomness from one explicit ``torch.Generator``)."""
 from __future__ import annotations
 
 import hashlib
-import logging
-import math
 
 import numpy as np
 import torch
 
-__all__ = ["heldout_split", "SeriesData", "BatchSampler", "series_digest", "estimate_value_scale"]
+from tiltstream.recon.geometry import ProjectionGeometry, VolumeGeometry
+from tiltstream.recon.projector import operator
+from tiltstream.recon.sirt import sirt
 
-log = logging.getLogger(__name__)
+__all__ = ["heldout_split", "SeriesData", "BatchSampler", "series_digest", "estimate_value_scale"]
 
 
 def heldout_split(times_s: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
@@ -50,10 +50,6 @@ def estimate_value_scale(frames: np.ndarray, angles_deg: np.ndarray, vol_z: int,
     """A typical voxel value of the particle (the 99.5th percentile of a quick static SIRT from at
     most ``max_frames`` frames spread over the series); the generator's output unit, so that both
     vacuum (0) and particle (≈ 1 unit) are easy to reach. Falls back to 1 for empty data."""
-    from tiltstream.recon.geometry import ProjectionGeometry, VolumeGeometry  # noqa: PLC0415
-    from tiltstream.recon.projector import operator  # noqa: PLC0415
-    from tiltstream.recon.sirt import sirt  # noqa: PLC0415
-
     n, ny, nu = frames.shape
     pick = np.unique(np.linspace(0, n - 1, min(n, max_frames)).round().astype(np.int64))
     A = operator(VolumeGeometry((vol_z, ny, nu)), ProjectionGeometry(np.asarray(angles_deg)[pick], (ny, nu),
@@ -100,8 +96,7 @@ class SeriesData:
         self.data_scale = float(np.sqrt(np.mean(np.square(frames, dtype=np.float64)))) or 1.0
         self.mean_value = max(float(np.mean(frames.sum(axis=2, dtype=np.float64))) / (self.nz * self.nu), 0.0)
         self.value_scale = estimate_value_scale(frames, angles, self.nz, axis_offset_px=axis_offset_px, device=device)
-        gaps = np.diff(np.sort(times))
-        self.frame_interval_s = float(np.median(gaps)) if gaps.size else 1.0
+        self.frame_interval_s = float(np.median(np.diff(np.sort(times)))) if times.size > 1 else 1.0
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -155,7 +150,3 @@ class BatchSampler:
         self.gen.set_state(state["gen"])
         self.order = state["order"].clone()
         self.pos = int(state["pos"])
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return math.ceil(self.train_idx.numel() / self.batch_frames)

@@ -15,7 +15,6 @@ Two ways in: :func:`reconstruct_dip_ddp` spawns N processes on this machine
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import socket
 import tempfile
@@ -36,8 +35,6 @@ from tiltstream.recon.dip.params import DipParams
 from tiltstream.recon.projector import resolve_device
 
 __all__ = ["DistributedDipTrainer", "fit_in_group", "process_group", "reconstruct_dip_ddp", "torchrun_world"]
-
-log = logging.getLogger(__name__)
 
 
 def torchrun_world() -> tuple[int, int] | None:

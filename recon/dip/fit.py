@@ -208,25 +208,32 @@ class DipTrainer:
 
     def _predict(self, frame_idx: torch.Tensor, rows: torch.Tensor, *, grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Slices (F, R, Z, X) and predicted rows (F, R, U) for ``rows`` (F, R) of frames ``frame_idx``."""
-        d, p = self.data, self.params
-        f, r = rows.shape
-        t = d.times[frame_idx].reshape(-1, 1).expand(f, r).reshape(-1)
+        d = self.data
         y = rows.to(torch.float32)
         shifts = self._effective_shifts()[frame_idx] if self.shifts is not None else None
         if shifts is not None:
             y = y - shifts[:, :1]
-        ang = d.angles[frame_idx].reshape(-1, 1).expand(f, r).reshape(-1) if p.use_angle else None
         net = self._forward if grad else self.eval_model
-        with torch.autocast(self.device.type, dtype=self._amp_dtype or torch.float32,
-                            enabled=grad and self._amp_dtype is not None):
-            slices = net(t, y.reshape(-1), ang)
-        slices = slices.float().reshape(f, r, d.nz, d.nu)
+        slices = self._slices(net, d.times[frame_idx], frame_idx, y, amp=grad)
         mats = frame_matrices(d.angles_deg[frame_idx.cpu().numpy()], (d.nz, d.nu), d.nu,
-                              axis_offset_px=p.axis_offset_px, device=self.device)
+                              axis_offset_px=self.params.axis_offset_px, device=self.device)
         pred = project_frames(slices, mats)
         if shifts is not None:
             pred = shift_rows(pred, shifts[:, 1])
         return slices, pred
+
+    def _slices(self, net: torch.nn.Module, t_s: torch.Tensor, frame_idx: torch.Tensor, y: torch.Tensor, *,
+                amp: bool = True) -> torch.Tensor:
+        """Slices (F, R, Z, X) from ``net`` at times ``t_s`` (F,) and row positions ``y`` (F, R) of frames
+        ``frame_idx`` (their angles, with ``use_angle``); autocast to the AMP dtype if ``amp``."""
+        d = self.data
+        f, r = y.shape
+        t = t_s.reshape(-1, 1).expand(f, r).reshape(-1)
+        ang = d.angles[frame_idx].reshape(-1, 1).expand(f, r).reshape(-1) if self.params.use_angle else None
+        with torch.autocast(self.device.type, dtype=self._amp_dtype or torch.float32,
+                            enabled=amp and self._amp_dtype is not None):
+            slices = net(t, y.reshape(-1), ang)
+        return slices.float().reshape(f, r, d.nz, d.nu)
 
     def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor, float]:
         """This process's frames (F,) and rows (F, R) of the next batch, and the weight of its loss
@@ -258,14 +265,12 @@ class DipTrainer:
             loss = loss + p.shift_weight * self._effective_shifts()[frame_idx].square().mean()
         self.optimizer.zero_grad(set_to_none=True)
         weighted = loss * weight if weight != 1.0 else loss
+        (weighted if self._scaler is None else self._scaler.scale(weighted)).backward()
+        self._after_backward()
         if self._scaler is not None:
-            self._scaler.scale(weighted).backward()
-            self._after_backward()
             self._scaler.step(self.optimizer)
             self._scaler.update()
         else:
-            weighted.backward()
-            self._after_backward()
             self.optimizer.step()
         if self.ema_model is not None:
             decay = min(p.ema_decay, (1.0 + self.step) / (10.0 + self.step))
@@ -280,17 +285,11 @@ class DipTrainer:
 
     def _temporal_tv(self, frame_idx: torch.Tensor, rows: torch.Tensor, slices: torch.Tensor) -> torch.Tensor:
         """TV between the batch's slices and the same rows Δt later (every k-th row, ≤ 8 per frame)."""
-        d, p = self.data, self.params
-        f, r = rows.shape
+        d = self.data
+        r = rows.shape[1]
         sub = torch.arange(0, r, max(1, r // 8), device=rows.device)
-        rr = rows[:, sub]
-        dt = p.tv_time_frames * d.frame_interval_s
-        t = (d.times[frame_idx] + dt).reshape(-1, 1).expand(f, sub.numel()).reshape(-1)
-        ang = d.angles[frame_idx].reshape(-1, 1).expand(f, sub.numel()).reshape(-1) if p.use_angle else None
-        with torch.autocast(self.device.type, dtype=self._amp_dtype or torch.float32,
-                            enabled=self._amp_dtype is not None):
-            later = self._forward(t, rr.reshape(-1).to(torch.float32), ang)
-        later = later.float().reshape(f, sub.numel(), d.nz, d.nu)
+        t = d.times[frame_idx] + self.params.tv_time_frames * d.frame_interval_s
+        later = self._slices(self._forward, t, frame_idx, rows[:, sub].to(torch.float32))
         return (later - slices[:, sub]).abs().mean()
 
     # -- evaluation ---------------------------------------------------------------------------
@@ -411,9 +410,7 @@ def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
         return None
     if amp == "off":
         return None
-    if amp == "fp16":
-        return torch.float16
-    if amp == "auto" and not torch.cuda.is_bf16_supported():
+    if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()):
         return torch.float16
     return torch.bfloat16
 
@@ -451,8 +448,7 @@ def reconstruct_dip(
     else:
         trainer = DipTrainer(frames, angles_deg, times_s, params or DipParams(), device=device)
     trainer.fit(progress=progress, checkpoint=checkpoint, callbacks=callbacks)
-    model = trainer.best_model()
-    volumes = model.volumes(query_times_s)
+    volumes = trainer.best_model().volumes(query_times_s)
     info = trainer.info()
     info["query_times_s"] = [float(t) for t in np.asarray(query_times_s, dtype=np.float64).reshape(-1)]
     return volumes, info

@@ -17,6 +17,7 @@ estimates to a callback; the recon service publishes them beside the streaming S
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -166,17 +167,14 @@ class GrowingSeriesData:
         k = len(frames)
         if k == 0:
             return
-        if self.n + k > self._frames.shape[0]:
-            cap = max(2 * self._frames.shape[0], self.n + k)
-            for name in ("_frames", "_times", "_angles"):
-                old = getattr(self, name)
-                new = torch.zeros((cap, *old.shape[1:]), device=self.device, dtype=old.dtype)
-                new[: self.n] = old[: self.n]
-                setattr(self, name, new)
-        sl = slice(self.n, self.n + k)
-        self._frames[sl] = torch.as_tensor(np.asarray(frames, dtype=np.float32), device=self.device)
-        self._times[sl] = torch.as_tensor(np.asarray(times_s, dtype=np.float32), device=self.device)
-        self._angles[sl] = torch.as_tensor(np.asarray(angles_deg, dtype=np.float32), device=self.device)
+        for name, values in (("_frames", frames), ("_times", times_s), ("_angles", angles_deg)):
+            store = getattr(self, name)
+            if self.n + k > store.shape[0]:  # double the storage
+                grown = torch.zeros((max(2 * store.shape[0], self.n + k), *store.shape[1:]), device=self.device)
+                grown[: self.n] = store[: self.n]
+                store = grown
+                setattr(self, name, grown)
+            store[self.n:self.n + k] = torch.as_tensor(np.asarray(values, dtype=np.float32), device=self.device)
         self.angles_deg = np.concatenate([self.angles_deg, np.asarray(angles_deg, dtype=np.float64)])
         self.times_s = np.concatenate([self.times_s, np.asarray(times_s, dtype=np.float64)])
         for i in range(self.n, self.n + k):
@@ -184,8 +182,7 @@ class GrowingSeriesData:
         self.n += k
         self.train_idx = np.asarray(self._train, dtype=np.int64)
         self.heldout_idx = np.asarray(self._held, dtype=np.int64)
-        gaps = np.diff(np.sort(self.times_s))
-        self.frame_interval_s = float(np.median(gaps)) if gaps.size else 1.0
+        self.frame_interval_s = float(np.median(np.diff(np.sort(self.times_s)))) if self.times_s.size > 1 else 1.0
 
     def calibrate(self, axis_offset_px: float = 0.0) -> None:
         """Fix the data and value scales from the frames so far (see :class:`~.data.SeriesData`)."""
@@ -310,10 +307,8 @@ class OnlineDip:
         self.rejected = 0
         self.data: GrowingSeriesData | None = None
         self.trainer: OnlineDipTrainer | None = None
-        self._t0_s = 0.0
         self._last_publish = -math.inf
         self._steps_at_publish = (0, time.monotonic())
-        self.estimates = 0
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -335,8 +330,7 @@ class OnlineDip:
         """Queue one frame (binned here); False (and counted) if it is not finite or of another shape
         or series than the current one."""
         with self._lock:
-            expected = self._frame_shape
-            sid = self._stream_id
+            expected, sid = self._frame_shape, self._stream_id
         if expected is None or (stream_id is not None and stream_id != sid):
             self.rejected += 1
             return False
@@ -388,10 +382,8 @@ class OnlineDip:
 
     def _run(self) -> None:
         if self.config.nice and hasattr(os, "setpriority"):
-            try:  # Linux threads are tasks: lower this one's priority only
+            with contextlib.suppress(OSError):  # Linux threads are tasks: lower this one's priority only
                 os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.config.nice)
-            except OSError:
-                pass
         try:
             while not self._stop.is_set():
                 if not self.work(steps=5):
@@ -444,8 +436,7 @@ class OnlineDip:
             if d.n < self.config.min_frames:
                 return
             d.calibrate(self.config.params.axis_offset_px)
-            self._t0_s = float(d.times_s.min())
-            self.trainer = OnlineDipTrainer(d, self.config, t0_s=self._t0_s)
+            self.trainer = OnlineDipTrainer(d, self.config, t0_s=float(d.times_s.min()))
             self._steps_at_publish = (0, time.monotonic())
             log.info("online DIP: training on %d frames of %s (binned ×%d), volume %s, on %s", d.n,
                      (d.ny, d.nu), self.factor, d.shape, self.device)
@@ -478,7 +469,6 @@ class OnlineDip:
                           heldout_nrmse=held, loss=float(tr.last_loss), steps_per_s=rate, bin_factor=self.factor,
                           pixel_nm=self._pixel_nm)
         self._last_publish = time.monotonic()
-        self.estimates += 1
         if self.on_estimate is not None:
             self.on_estimate(est)
         return est

@@ -108,7 +108,7 @@ class DipParams:
             raise ValueError(f"patience: expected None or ≥ 1, got {self.patience}")
         if not 0.0 <= self.heldout_fraction < 0.5:
             raise ValueError(f"heldout_fraction: expected a share in [0, 0.5), got {self.heldout_fraction}")
-        for name in ("lr", "lr_half_life", "huber_delta", "tv_time_frames"):
+        for name in ("lr", "lr_half_life", "huber_delta", "tv_time_frames", "ramp_floor"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
                 raise ValueError(f"{name}: expected a positive number, got {v}")
@@ -120,16 +120,10 @@ class DipParams:
             raise ValueError("warmup_steps, t_frequencies, y_frequencies: expected ≥ 0")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay: expected a decay in [0, 1), got {self.ema_decay}")
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss: expected one of {LOSSES}, got {self.loss!r}")
-        if self.amp not in AMP_MODES:
-            raise ValueError(f"amp: expected one of {AMP_MODES}, got {self.amp!r}")
-        if self.residual_filter not in ("ramp", "none"):
-            raise ValueError(f"residual_filter: expected 'ramp' or 'none', got {self.residual_filter!r}")
-        if not (math.isfinite(self.ramp_floor) and self.ramp_floor > 0):
-            raise ValueError(f"ramp_floor: expected a positive number, got {self.ramp_floor}")
-        if self.output not in ("softplus", "relu"):
-            raise ValueError(f"output: expected 'softplus' or 'relu', got {self.output!r}")
+        for name, allowed in (("loss", LOSSES), ("amp", AMP_MODES), ("residual_filter", ("ramp", "none")),
+                              ("output", ("softplus", "relu"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}: expected one of {allowed}, got {getattr(self, name)!r}")
         if self.time_limit_s is not None and not self.time_limit_s > 0:
             raise ValueError(f"time_limit_s: expected None or > 0 s, got {self.time_limit_s}")
         if self.vol_z is not None and self.vol_z < 1:
