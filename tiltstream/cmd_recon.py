@@ -22,12 +22,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
-import threading
 from pathlib import Path
 from typing import Any
 
-from tiltstream._args import memory_size, positive_float, positive_int
+from tiltstream._args import memory_size, positive_float, positive_int, stop_on_signals
 from tiltstream._curve_args import add_curve_arguments, curve_from_args
 
 __all__ = ["register", "cmd_recon", "engine_config"]
@@ -118,12 +116,11 @@ def cmd_recon(args: argparse.Namespace) -> int:
     # The frame socket's CURVE role follows --bind/--connect; the viewers' PUB is always bound (a server).
     curve = curve_from_args(args, bind=bool(args.bind))
     pub_curve = curve_from_args(args, bind=True) if args.pub else None
-    stop = threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
     endpoint = args.connect or args.bind
-    with ReconService(endpoint, args.pub, engine_config(args), bind=bool(args.bind), resume_from=args.resume,
-                       dip=dip_config(args), curve=curve, pub_curve=pub_curve) as svc:
+    with stop_on_signals() as stop, ReconService(
+        endpoint, args.pub, engine_config(args), bind=bool(args.bind), resume_from=args.resume, dip=dip_config(args),
+        curve=curve, pub_curve=pub_curve,
+    ) as svc:
         print(f"recon: frames from {svc.frames_endpoint}, publishing on {svc.pub_endpoint}", flush=True)
         try:
             stats = svc.run(stop, until_end=args.until_end, idle_timeout_s=args.idle_timeout)

@@ -108,3 +108,13 @@ def test_reconstruct_dip_refuses_a_window_and_a_foreign_checkpoint(recording, tm
     assert main(["reconstruct", str(recording), "--method", "dip", "--resume", str(bad), "--out",
                  str(tmp_path / "y.h5")]) == 2
     assert "bad.dip.pt" in capsys.readouterr().err
+
+
+def test_recon_command_leaves_the_signal_handlers_as_it_found_them(capsys):
+    """`recon` stops on SIGTERM/Ctrl-C while it runs, and hands the process's handlers back when it returns."""
+    import signal
+
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    assert main(["recon", "--bind", "tcp://127.0.0.1:0", "--idle-timeout", "0.3", "--device", "cpu"]) == 0
+    assert "recon: " in capsys.readouterr().out
+    assert {sig: signal.getsignal(sig) for sig in before} == before
