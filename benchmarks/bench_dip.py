@@ -140,7 +140,7 @@ def _pad(a: np.ndarray, h: int) -> np.ndarray:
 
 # -- the benchmark --------------------------------------------------------------------------------
 def simulate(phantom: str, size: int, n_frames: int, dose: float, seed: int):
-    from tiltstream.simulate import simulated_tilt_series
+    from tiltstream.sim.recipe import simulated_tilt_series
 
     sim, _ = simulated_tilt_series(phantom, size=size, n_frames=n_frames, dose_e_per_A2=dose, seed=seed)
     return sim

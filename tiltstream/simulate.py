@@ -16,7 +16,7 @@ import numpy as np
 from tiltstream.sim.recipe import simulated_tilt_series, truth_from_record
 from tiltstream.stream import TiltSeries, read_series, write_series
 
-__all__ = ["run", "simulated_tilt_series", "truth_from_recording"]
+__all__ = ["run", "truth_from_recording"]
 
 
 def run(args: argparse.Namespace) -> TiltSeries:
