@@ -66,7 +66,8 @@ def add_series_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--dose", type=float, default=None, metavar="E_PER_A2",
                    help="dose per frame in e-/Å² (default: noise-free)")
     s.add_argument("--scheme", choices=["golden", "linear", "incremental"], default="golden")
-    s.add_argument("--tilt-range", type=_pair, default=(-70.0, 70.0), metavar="LO,HI", help="degrees (default -70,70)")
+    s.add_argument("--tilt-range", type=_pair, default=(-70.0, 70.0), metavar="LO,HI",
+                   help="degrees (default -70,70; a negative LO takes the = form: --tilt-range=-60,60)")
     s.add_argument("--exposure", type=seconds, default=0.1, metavar="S", help="exposure per frame (default 0.1 s)")
     s.add_argument("--duration", type=float, default=None, metavar="S",
                    help="duration of the shape change in s (default: the acquisition time)")

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> TiltSeries:
         times_s=sim.times_s,
         exposure_s=sim.exposure_s,
         pixel_nm=sim.pixel_nm,
-        extra={"dose_e_per_A2": sim.dose_e_per_A2, "true_shift_px": sim.shifts_px},
+        extra={k: v for k, v in (("dose_e_per_A2", sim.dose_e_per_A2), ("true_shift_px", sim.shifts_px)) if v is not None},
         metadata={"simulation": recipe, "source": "tiltstream simulate"},
         source="tiltstream.sim",
     )

@@ -118,3 +118,17 @@ def test_recon_command_leaves_the_signal_handlers_as_it_found_them(capsys):
     assert main(["recon", "--bind", "tcp://127.0.0.1:0", "--idle-timeout", "0.3", "--device", "cpu"]) == 0
     assert "recon: " in capsys.readouterr().out
     assert {sig: signal.getsignal(sig) for sig in before} == before
+
+
+def test_simulate_without_a_dose_writes_noise_free_frames_and_negative_tilt_ranges_parse(tmp_path, capsys):
+    """The default (no --dose) is a noise-free series: it has no dose per frame, and it is written."""
+    from tiltstream.sim.recipe import truth_from_record
+    from tiltstream.stream import read_series
+
+    out = tmp_path / "clean.h5"
+    assert main(["simulate", "--size", "16", "--frames", "5", "--tilt-range=-60,50", "--out", str(out)]) == 0
+    series = read_series(out)
+    assert series.n_frames == 5 and "dose_e_per_A2" not in series.extra and "true_shift_px" in series.extra
+    assert series.angles_deg.min() >= -60.0 and series.angles_deg.max() <= 50.0
+    truth = truth_from_record(series.metadata["simulation"])(float(series.times_s[0]))
+    assert truth.shape == (16, 16, 16) and np.isfinite(truth).all()
