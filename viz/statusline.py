@@ -6,10 +6,11 @@ model's message for a few seconds.
 
 from __future__ import annotations
 
+import html
 import time
 from collections.abc import Callable
 
-from pyqtgraph.Qt import QtCore, QtWidgets
+from pyqtgraph.Qt import QtCore, QtGui, QtWidgets
 
 from tiltstream.viz import texts
 from tiltstream.viz.records import Status
@@ -50,15 +51,27 @@ class StatusLine:
             label.setText(text)
             label.setMinimumWidth(label.sizeHint().width())
         source = texts.source_html(st)
-        for label, text in ((self.where, texts.where_html(st)), (self.source, source or "")):
-            label.setText(text)
-            label.setToolTip(text)
+        self._fit(self.where, texts.where_html(st))
+        self._fit(self.source, source or "")
         self.source.setVisible(source is not None)
         message, level = st.message, st.level
         if self._notice is not None and self.clock() < self._notice[2]:
             message, level = self._notice[0], self._notice[1]
-        self.message.setText(texts.message_html(message, level))
-        self.message.setToolTip(message)
+        self._fit(self.message, texts.message_html(message, level), lambda cut: texts.message_html(cut, level))
+
+    @staticmethod
+    def _fit(label: QtWidgets.QLabel, rich: str, restyle: Callable[[str], str] = html.escape) -> None:
+        """``rich`` in ``label``, whole in its tooltip; where the label is too narrow, its plain text cut
+        short with "…" (in ``restyle``) instead of letters clipped at the edge."""
+        doc = QtGui.QTextDocument()
+        doc.setDocumentMargin(0)
+        doc.setDefaultFont(label.font())
+        doc.setHtml(rich)
+        plain, width = doc.toPlainText(), label.contentsRect().width()
+        if doc.idealWidth() > width:
+            rich = restyle(label.fontMetrics().elidedText(plain, QtCore.Qt.TextElideMode.ElideRight, width))
+        label.setText(rich)
+        label.setToolTip(plain)
 
     def notice(self, text: str, level: str = "info") -> None:
         """Show ``text`` for ``notice_s`` seconds in place of the model's message (from the next :meth:`show`)."""

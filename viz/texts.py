@@ -6,6 +6,7 @@ position; the Qt widgets only set it (see :mod:`~tiltstream.viz.statusline`, :mo
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 
 from tiltstream.viz.records import Status
@@ -29,7 +30,7 @@ def state_html(st: Status) -> str:
 def where_html(st: Status) -> str:
     """What the monitor is connected to, and the series."""
     where = (("recon", st.recon_endpoint), ("frames", st.frames_endpoint), ("series", (st.series_id or "")[:8]))
-    return _SEP.join(f"{name} <b>{value}</b>" for name, value in where if value)
+    return _SEP.join(f"{name} <b>{html.escape(value)}</b>" for name, value in where if value)
 
 
 def _num(v: float | None, spec: str, unit: str = "") -> str:
@@ -72,8 +73,8 @@ def source_html(st: Status) -> str | None:
 
 
 def message_html(message: str, level: str) -> str:
-    """The status message in the colour of its level (empty for none)."""
-    return f"<span style='color:{THEME.get(level, THEME['text'])}'>{message}</span>" if message else ""
+    """The status message (plain text: it may quote what a peer sent) in the colour of its level (empty for none)."""
+    return f"<span style='color:{THEME.get(level, THEME['text'])}'>{html.escape(message)}</span>" if message else ""
 
 
 def slider_text(times: Sequence[float], index: int | None, dip: bool) -> tuple[str, str]:

@@ -318,3 +318,35 @@ def test_status_line_parts_never_overlap_on_a_narrow_window(app):
             assert "tcp://127.0.0.1:34967" in line.where.toolTip() and "120 frames" in line.message.toolTip()
         finally:
             dispose(w)
+
+
+def test_status_line_texts_cut_short_with_an_ellipsis_and_peer_text_shown_literally(app):
+    """A part too long for its room ends in "…" (not in letters clipped at the edge) and is whole in its
+    tooltip; a message quoting a peer (an end/1 reason) is text, not markup."""
+    from tiltstream.viz.records import Status
+    from tiltstream.viz.statusline import StatusLine
+
+    st = Status(recon_endpoint="tcp://127.0.0.1:46293", frames_endpoint="tcp://127.0.0.1:34967", state="ended",
+                series_id=SID, frames_per_s=3.6, display_fps=14, latency_s=1.8, end_to_end_s=1.827,
+                frames_seen=120, frames_dropped=0, updates_dropped=3, rejected=0,
+                message="series 01234567 ended (<b>bold</b> <img src='x.png'>, 120 frames)", level="info",
+                source="dip", dip_available=True, dip_frames=120, dip_steps=500, dip_heldout_nrmse=0.117, dip_age_s=2.0)
+    for width, cut in ((1100, True), (3000, False)):
+        w = QtWidgets.QMainWindow()
+        try:
+            w.resize(width, 300)
+            line = StatusLine(w.statusBar())
+            w.show()
+            for _ in range(3):
+                line.show(st)
+                app.processEvents()
+            where = QtGui.QTextDocumentFragment.fromHtml(line.where.text()).toPlainText()
+            assert where.endswith("…") == cut, (width, where)
+            assert line.where.fontMetrics().horizontalAdvance(where) <= line.where.contentsRect().width()
+            assert "tcp://127.0.0.1:34967" in line.where.toolTip()
+            assert "<b>" not in line.message.text() and "<img" not in line.message.text()
+            assert "(<b>bold</b> <img src='x.png'>, 120 frames)" in line.message.toolTip()
+            if not cut:
+                assert QtGui.QTextDocumentFragment.fromHtml(line.message.text()).toPlainText() == st.message
+        finally:
+            dispose(w)
