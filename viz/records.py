@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -230,6 +231,16 @@ class Status:
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.service_rejects.items(), key=lambda kv: -kv[1]))
         return f"service rejected {total} ({reasons})"
 
+    def dip_progress(self, bold: Callable[[str], str] = str, age: str = ", {:.0f} s ago") -> str:
+        """E.g. ``"DIP 240 frames fitted, held-out NRMSE 0.123, 4 s ago"`` (needs ``dip_frames``); the
+        numbers through ``bold``, the age in seconds through the format ``age`` (for the rich-text line)."""
+        text = f"DIP {bold(str(self.dip_frames))} frames fitted"
+        if self.dip_heldout_nrmse is not None:
+            text += f", held-out NRMSE {bold(f'{self.dip_heldout_nrmse:.3f}')}"
+        if self.dip_age_s is not None:
+            text += age.format(self.dip_age_s)
+        return text
+
     def summary(self) -> str:
         """One line of text, e.g. for logs and headless runs."""
         def num(v: float | None, fmt: str) -> str:
@@ -247,13 +258,8 @@ class Status:
             parts.append(self.service_rejected())
         if self.dip_available or self.dip_frames is not None:
             parts.append(f"showing {'DIP' if self.source == 'dip' else 'SIRT live'}")
-            if self.dip_frames is not None:  # e.g. "DIP 240 frames fitted, held-out NRMSE 0.123, 4 s ago"
-                dip = f"DIP {self.dip_frames} frames fitted"
-                if self.dip_heldout_nrmse is not None:
-                    dip += f", held-out NRMSE {self.dip_heldout_nrmse:.3f}"
-                if self.dip_age_s is not None:
-                    dip += f", {self.dip_age_s:.0f} s ago"
-                parts.append(dip)
+            if self.dip_frames is not None:
+                parts.append(self.dip_progress())
         if self.message:
             parts.append(self.message)
         return " | ".join(parts)

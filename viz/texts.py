@@ -63,12 +63,7 @@ def source_html(st: Status) -> str | None:
     name = SOURCE_LABELS.get(st.source, st.source)
     parts = [f"showing <b style='color:{THEME.get(st.source, THEME['text'])}'>{name}</b>"]
     if st.dip_frames is not None:
-        dip = f"DIP <b>{st.dip_frames}</b> frames fitted"
-        if st.dip_heldout_nrmse is not None:
-            dip += f", held-out NRMSE <b>{st.dip_heldout_nrmse:.3f}</b>"
-        if st.dip_age_s is not None:
-            dip += f" <span style='color:{THEME['dim']}'>({st.dip_age_s:.0f} s ago)</span>"
-        parts.append(dip)
+        parts.append(st.dip_progress(lambda v: f"<b>{v}</b>", f" <span style='color:{THEME['dim']}'>({{:.0f}} s ago)</span>"))
     return _SEP.join(parts)
 
 
