@@ -138,7 +138,9 @@ def test_widget_fed_a_simulated_stream_over_the_network(app, phantom_volume):
     frames[-1, 2:6, -8:-3] = frames[-1].max()  # a marker top right: the rod's projection alone is symmetric
     nz, ny, nx = SHAPE
     index = (nz // 2, ny // 2, nx // 2)
-    with Publisher(tcp_endpoint(0)) as rec_pub, Publisher(tcp_endpoint(0)) as frame_pub:
+    # Queues deep enough for the whole series: this test is about what the panels show, not drops
+    # (with the viewer default, sndhwm=2, a loaded machine may drop a frame or the last volume).
+    with Publisher(tcp_endpoint(0), sndhwm=64) as rec_pub, Publisher(tcp_endpoint(0), sndhwm=64) as frame_pub:
         model = ViewModel(recon_endpoint=rec_pub.endpoint, frames_endpoint=frame_pub.endpoint)
         w = make_window(app, model)
         try:
