@@ -83,7 +83,7 @@ def test_stalled_gui_does_not_stall_the_publisher_and_shows_the_latest_after(app
         window.show()
         try:
             with StreamReceiver(model, pub.endpoint):
-                assert wait_for(lambda: pub.poll_subscriptions() or pub.new_subscribers, 3.0)
+                assert wait_for(lambda: pub.poll_subscriptions() or pub.new_subscribers, 10.0)
                 sender = threading.Thread(target=publish_burst, args=(pub, 1, 300))
                 sender.start()
                 sender.join(30.0)  # meanwhile the GUI thread is stuck here: no events, no redraws
@@ -119,7 +119,7 @@ def test_slow_viewer_drops_for_itself_only_and_counts_it():
 
         slow.ingest = stalled_ingest
         with StreamReceiver(slow, pub.endpoint), StreamReceiver(fast, pub.endpoint, rcvhwm=1000):
-            assert wait_for(lambda: (pub.poll_subscriptions(), pub.new_subscribers)[1] >= 2, 3.0)
+            assert wait_for(lambda: (pub.poll_subscriptions(), pub.new_subscribers)[1] >= 2, 10.0)
             sender = threading.Thread(target=publish_burst, args=(pub, 1, 200), kwargs={"pause_s": 0.003})
             sender.start()
             sender.join(30.0)
@@ -187,12 +187,12 @@ def dip_burst(first_seq, n_frames, times, edge=48):
 
 def test_subscriber_recv_all_returns_every_queued_message_in_order_validated_and_bounded(rng):
     with Publisher(tcp_endpoint(0), sndhwm=64) as pub, Subscriber(pub.endpoint, rcvhwm=64) as sub:
-        assert wait_for(lambda: pub.poll_subscriptions() or pub.new_subscribers, 3.0)
+        assert wait_for(lambda: pub.poll_subscriptions() or pub.new_subscribers, 10.0)
         assert sub.recv_all(timeout_ms=20) == []  # nothing queued: empty after the wait, no hang
         for seq in range(5):
             pub.send(volume(seq, edge=4))
             send_garbage(pub, rng, 2)
-        assert wait_for(lambda: sub.socket.poll(0), 3.0)
+        assert wait_for(lambda: sub.socket.poll(0), 10.0)
         time.sleep(0.2)  # let all fifteen arrive
         first = sub.recv_all(timeout_ms=100, max_messages=6)  # six reads: four of them valid or fewer
         rest = sub.recv_all(timeout_ms=100)
@@ -218,7 +218,7 @@ def test_receiver_gets_every_volume_of_a_dip_burst_even_while_the_model_is_slow(
 
         model.ingest = busy_ingest
         with StreamReceiver(model, pub.endpoint):
-            assert wait_for(lambda: pub.poll_subscriptions() or pub.new_subscribers, 3.0)
+            assert wait_for(lambda: pub.poll_subscriptions() or pub.new_subscribers, 10.0)
             times = [0.0, 8.0, 16.0, 24.0, 32.0, 40.0, 48.0, 56.0]
             for k, n_frames in enumerate((30, 45, 60)):
                 scaled = [t * (k + 1) / 3 for t in times]
@@ -226,7 +226,7 @@ def test_receiver_gets_every_volume_of_a_dip_burst_even_while_the_model_is_slow(
                     pub.send(msg)
                 pub.send(slices(k + 1))  # the SIRT goes on in between
                 time.sleep(0.05)
-            assert wait_for(lambda: model.metrics().get("dip_frames") == 60, 5.0)
+            assert wait_for(lambda: model.metrics().get("dip_frames") == 60, 15.0)
         assert [e.t_s for e in model.dip] == [t * 3 / 3 for t in times]
         assert {e.n_frames_used for e in model.dip} == {60}
         assert model.dip.estimates == 3 and model.status().dip_frames == 60
