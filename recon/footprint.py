@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["strip_footprint", "strip_coo", "N_TAPS"]
+__all__ = ["strip_footprint", "strip_coo", "strip_csr", "N_TAPS"]
 
 #: Detector bins a voxel can touch at any angle.
 N_TAPS = 3
@@ -78,6 +78,16 @@ def strip_footprint(
     return bins, w
 
 
+def _chunks(angles_rad: torch.Tensor, nz: int, nx: int, n_det: int, axis_offset_px: float):
+    """(first angle, rows, weights) of the footprint a few angles at a time; rows and weights are
+    (A_c, N_TAPS, nz·nx) with row ``a·U + j`` (no angles: one empty chunk, so results stay typed)."""
+    n_ang, dev = int(angles_rad.shape[0]), angles_rad.device
+    step = max(1, _CHUNK_PAIRS // (nz * nx))
+    for a0 in range(0, n_ang or 1, step):
+        bins, w = strip_footprint(angles_rad[a0:a0 + step], nz, nx, n_det, axis_offset_px)
+        yield a0, torch.arange(a0, a0 + bins.shape[0], device=dev).reshape(-1, 1, 1) * n_det + bins, w
+
+
 def strip_coo(
     angles_rad: torch.Tensor,
     nz: int,
@@ -89,20 +99,79 @@ def strip_coo(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, int]]:
     """The strip-model matrix of A angles: its nonzeros as (rows, cols, values) and its shape.
 
-    The one factory of the projection matrix: every projector, the streaming SIRT's per-frame
-    blocks and the DIP's per-frame matrices convert these triplets to their own layout.
-    Row ``a·U + j`` is detector column j of angle a (frame-major), column ``z·X + x`` a voxel of the
-    (Z, X) slice; the matrix is (A·U, Z·X) and applies to every Y-slice alike.
+    The one factory of the projection matrix: the DIP's dense per-frame matrices take these
+    triplets; the sparse projectors (and through them the streaming SIRT's per-frame blocks) take
+    the same nonzeros in CSR order from :func:`strip_csr`. Row ``a·U + j`` is detector column j of angle a (frame-major), column
+    ``z·X + x`` a voxel of the (Z, X) slice; the matrix is (A·U, Z·X) and applies to every Y-slice
+    alike. The triplets come angle by angle, tap by tap, voxel by voxel.
     """
-    n_ang, dev = int(angles_rad.shape[0]), angles_rad.device
-    step = max(1, _CHUNK_PAIRS // (nz * nx))
     parts = []
-    for a0 in range(0, n_ang or 1, step):  # (no angles: one empty chunk, typed empty triplets)
-        bins, w = strip_footprint(angles_rad[a0:a0 + step], nz, nx, n_det, axis_offset_px)
-        rows = (torch.arange(a0, a0 + bins.shape[0], device=dev).reshape(-1, 1, 1) * n_det + bins).reshape(-1)
-        cols = torch.arange(nz * nx, device=dev).expand(bins.shape[0], N_TAPS, -1).reshape(-1)
-        w = w.reshape(-1)
-        keep = w > 0
-        parts.append((rows[keep], cols[keep], w[keep].to(dtype)))
+    for _, rows, w in _chunks(angles_rad, nz, nx, n_det, axis_offset_px):
+        cols = torch.arange(nz * nx, device=rows.device).expand_as(rows).reshape(-1)
+        keep = w.reshape(-1) > 0
+        parts.append((rows.reshape(-1)[keep], cols[keep], w.reshape(-1)[keep].to(dtype)))
     rows, cols, w = (torch.cat(p) for p in zip(*parts))
-    return rows, cols, w, (n_ang * n_det, nz * nx)
+    return rows, cols, w, (int(angles_rad.shape[0]) * n_det, nz * nx)
+
+
+CsrParts = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (row pointers, column indices, values)
+
+
+def strip_csr(
+    angles_rad: torch.Tensor,
+    nz: int,
+    nx: int,
+    n_det: int,
+    axis_offset_px: float = 0.0,
+    *,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[CsrParts, CsrParts, tuple[int, int]]:
+    """The nonzeros of :func:`strip_coo` as the CSR arrays of the matrix and of its transpose.
+
+    Columns ascend within each row, so both equal the CSR of the sorted triplets, bit for bit. No
+    sort over all nonzeros: the footprint is angle-major, so the matrix needs only a stable sort by
+    row within each chunk of angles, taken voxel by voxel; the transpose (voxel-major) places each
+    chunk's nonzeros, voxel by voxel, behind those of the chunks before it.
+
+    Returns ``(crow, col, val)`` of the (A·U, Z·X) matrix, the same of its transpose, and the
+    matrix's shape; indices are int32 where the shape allows (as torch's sparse CSR takes them), else int64.
+    """
+    nv, taps, n_ang = nz * nx, N_TAPS, int(angles_rad.shape[0])
+    shape, dev = (n_ang * n_det, nv), angles_rad.device
+    idx = torch.int32 if max(shape) < 2**31 and n_ang * taps * nv < 2**31 else torch.int64
+    row_counts, cols, vals, adj = [], [], [], []
+    per_voxel = torch.zeros(nv, dtype=torch.int64, device=dev)
+    for a0, rows, w in _chunks(angles_rad, nz, nx, n_det, axis_offset_px):
+        n_a = rows.shape[0]
+        # matrix: the nonzeros in (angle, voxel, tap) order, stably sorted by row: voxels ascend in each row
+        r, x = rows.transpose(1, 2).reshape(-1), w.transpose(1, 2).reshape(-1)
+        at = torch.nonzero(x > 0).squeeze(1)
+        local, order = torch.sort((r.take(at) - a0 * n_det).to(torch.int32), stable=True)
+        at = at.take(order)
+        row_counts.append(torch.bincount(local, minlength=n_a * n_det))
+        cols.append((at // taps % nv).to(idx))
+        vals.append(x.take(at).to(dtype))
+        # transpose: the nonzeros in (voxel, angle, tap) order; each voxel's rows of this chunk in a block
+        r, x = rows.permute(2, 0, 1).reshape(-1), w.permute(2, 0, 1).reshape(-1)
+        at = torch.nonzero(x > 0).squeeze(1)
+        counts = torch.bincount(at // (n_a * taps), minlength=nv)
+        adj.append((r.take(at).to(idx), x.take(at).to(dtype), counts))
+        per_voxel += counts
+    crow = torch.zeros(shape[0] + 1, dtype=idx, device=dev)
+    crow[1:] = torch.cumsum(torch.cat(row_counts), 0)
+    crow_t = torch.zeros(nv + 1, dtype=idx, device=dev)
+    crow_t[1:] = torch.cumsum(per_voxel, 0)
+    matrix = (crow, torch.cat(cols), torch.cat(vals))
+    if len(adj) == 1:  # one chunk: already in place
+        return matrix, (crow_t, *adj[0][:2]), shape
+    col_t = torch.empty(int(crow_t[-1]), dtype=idx, device=dev)
+    val_t = torch.empty(int(crow_t[-1]), dtype=dtype, device=dev)
+    filled = crow_t[:-1].to(torch.int64)  # where each voxel's rows from the next chunk go
+    for r, x, counts in adj:
+        # entry k of voxel v's block in this chunk goes to filled[v] + k
+        shift = torch.repeat_interleave(filled - (torch.cumsum(counts, 0) - counts), counts)
+        pos = torch.arange(r.numel(), device=dev) + shift
+        col_t.index_copy_(0, pos, r)
+        val_t.index_copy_(0, pos, x)
+        filled += counts
+    return matrix, (crow_t, col_t, val_t), shape

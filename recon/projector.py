@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tiltstream.recon.footprint import strip_coo
+from tiltstream.recon.footprint import strip_csr
 from tiltstream.recon.geometry import ProjectionGeometry, VolumeGeometry
 
 __all__ = [
@@ -211,10 +211,10 @@ class TorchProjector(Projector):
     def __init__(self, vol: VolumeGeometry, proj: ProjectionGeometry, *, device: torch.device, dtype=torch.float32):
         super().__init__(vol, proj, device, dtype)
         angles = torch.as_tensor(proj.angles_rad, dtype=torch.float64, device=device)
-        rows, cols, w, (m, n) = strip_coo(angles, vol.nz, vol.nx, proj.det_shape[1], proj.axis_offset_px, dtype=dtype)
-        self.matrix = _csr(rows, cols, w, (m, n))
-        self.matrix_t = _csr(cols, rows, w, (n, m))
-        self.nnz = int(w.numel())  # the stored nonzeros (memory: 2 × nnz values and indices)
+        fwd, adj, (m, n) = strip_csr(angles, vol.nz, vol.nx, proj.det_shape[1], proj.axis_offset_px, dtype=dtype)
+        self.matrix = _csr(*fwd, (m, n))
+        self.matrix_t = _csr(*adj, (n, m))
+        self.nnz = int(fwd[2].numel())  # the stored nonzeros (memory: 2 × nnz values and indices)
 
     def for_rows(self, ny: int) -> "TorchProjector":
         """Every Y-slice has the same matrix, so the operator for ``ny`` slices shares it (no rebuild)."""
@@ -282,17 +282,10 @@ def _with_rows(vol: VolumeGeometry, proj: ProjectionGeometry, ny: int) -> tuple[
             ProjectionGeometry(proj.angles_deg, (ny, proj.det_shape[1]), proj.axis_offset_px))
 
 
-def _csr(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    order = torch.argsort(rows * shape[1] + cols)
-    rows, cols, vals = rows[order], cols[order], vals[order]
-    crow = torch.zeros(shape[0] + 1, dtype=torch.int64, device=rows.device)
-    crow[1:] = torch.cumsum(torch.bincount(rows, minlength=shape[0]), 0)
-    idx_dtype = torch.int32 if max(shape) < 2**31 and vals.numel() < 2**31 else torch.int64
+def _csr(crow: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        return torch.sparse_csr_tensor(
-            crow.to(idx_dtype), cols.to(idx_dtype), vals, size=shape, check_invariants=False
-        )
+        return torch.sparse_csr_tensor(crow, cols, vals, size=shape, check_invariants=False)
 
 
 def operator(

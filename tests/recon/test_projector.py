@@ -185,3 +185,32 @@ def test_strip_matrix_built_in_angle_chunks_equals_all_angles_at_once(chunk_pair
         assert shape == (n_ang * n_det, nz * nx)
         assert torch.equal(got_rows, rows[keep]) and torch.equal(got_cols, cols[keep])
         assert torch.equal(got_w, w.reshape(-1)[keep].to(torch.float32))
+
+
+def _sorted_csr(rows, cols, vals, shape):
+    """CSR arrays of COO triplets by a full sort (the plain construction strip_csr must equal)."""
+    order = torch.argsort(rows * shape[1] + cols)
+    crow = torch.zeros(shape[0] + 1, dtype=torch.int64)
+    crow[1:] = torch.cumsum(torch.bincount(rows, minlength=shape[0]), 0)
+    return crow, cols[order], vals[order]
+
+
+@pytest.mark.parametrize("chunk_pairs", [1, 37 * 31 * 2 + 5, 1 << 30])
+def test_strip_csr_is_the_sorted_csr_of_the_strip_triplets_and_of_their_transpose(chunk_pairs, monkeypatch, rng):
+    """strip_csr builds both CSR layouts without a global sort (a stable sort by row within each
+    chunk of angles; the transpose's chunks placed voxel by voxel): the result must be the CSR of
+    the sorted triplets, bit for bit, whatever the chunking, also for one angle and for none."""
+    from tiltstream.recon import footprint
+
+    monkeypatch.setattr(footprint, "_CHUNK_PAIRS", chunk_pairs)
+    nz, nx, n_det = 37, 31, 45
+    for n_ang in (0, 1, 7, 40):
+        angles = torch.as_tensor(np.deg2rad(rng.uniform(-80, 80, n_ang)), dtype=torch.float64)
+        rows, cols, w, shape = footprint.strip_coo(angles, nz, nx, n_det, -2.5)
+        matrix, transpose, got_shape = footprint.strip_csr(angles, nz, nx, n_det, -2.5)
+        assert got_shape == shape
+        for got, want in ((matrix, _sorted_csr(rows, cols, w, shape)),
+                          (transpose, _sorted_csr(cols, rows, w, shape[::-1]))):
+            assert [g.dtype for g in got] == [torch.int32, torch.int32, torch.float32]
+            for g, x in zip(got, want):
+                assert torch.equal(g.to(x.dtype), x), n_ang
