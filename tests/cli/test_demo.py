@@ -35,6 +35,7 @@ def test_demo_runs_headless_loses_nothing_and_snapshots_the_monitor(tmp_path, ca
     assert summary["live"]["messages_rejected"] == 0
     assert summary["live_final_nrmse"] < 0.6
     assert 0 < summary["result_4d"]["mean_nrmse"] < 0.5
+    assert summary["result_4d"]["iterations"] == demo.OFFLINE_SIRT_ITERATIONS and "(300 iterations)" in text
     # both live methods scored against the truth at their volumes' own times (tests/recon/test_live_scores.py)
     sirt, dip = summary["live_sirt"], summary["online_dip"]
     assert sirt["volumes_scored"] >= 2 and 0 < sirt["last_nrmse"] < 0.6 and sirt["mean_nrmse"] <= 1.0
