@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["strip_footprint", "strip_coo", "strip_csr", "N_TAPS"]
+__all__ = ["strip_footprint", "strip_csr", "N_TAPS"]
 
 #: Detector bins a voxel can touch at any angle.
 N_TAPS = 3
-#: Footprint values computed at once by :func:`strip_coo` (angles in chunks of about this many
+#: Footprint values computed at once by :func:`strip_csr` (angles in chunks of about this many
 #: voxel-angle pairs: its float64 temporaries stay cache-sized; 5-9x faster at 256² × 128 angles).
 _CHUNK_PAIRS = 1 << 18
 
@@ -88,32 +88,6 @@ def _chunks(angles_rad: torch.Tensor, nz: int, nx: int, n_det: int, axis_offset_
         yield a0, torch.arange(a0, a0 + bins.shape[0], device=dev).reshape(-1, 1, 1) * n_det + bins, w
 
 
-def strip_coo(
-    angles_rad: torch.Tensor,
-    nz: int,
-    nx: int,
-    n_det: int,
-    axis_offset_px: float = 0.0,
-    *,
-    dtype: torch.dtype = torch.float32,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, int]]:
-    """The strip-model matrix of A angles: its nonzeros as (rows, cols, values) and its shape.
-
-    The one factory of the projection matrix: the DIP's dense per-frame matrices take these
-    triplets; the sparse projectors (and through them the streaming SIRT's per-frame blocks) take
-    the same nonzeros in CSR order from :func:`strip_csr`. Row ``a·U + j`` is detector column j of angle a (frame-major), column
-    ``z·X + x`` a voxel of the (Z, X) slice; the matrix is (A·U, Z·X) and applies to every Y-slice
-    alike. The triplets come angle by angle, tap by tap, voxel by voxel.
-    """
-    parts = []
-    for _, rows, w in _chunks(angles_rad, nz, nx, n_det, axis_offset_px):
-        cols = torch.arange(nz * nx, device=rows.device).expand_as(rows).reshape(-1)
-        keep = w.reshape(-1) > 0
-        parts.append((rows.reshape(-1)[keep], cols[keep], w.reshape(-1)[keep].to(dtype)))
-    rows, cols, w = (torch.cat(p) for p in zip(*parts))
-    return rows, cols, w, (int(angles_rad.shape[0]) * n_det, nz * nx)
-
-
 CsrParts = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (row pointers, column indices, values)
 
 
@@ -126,15 +100,21 @@ def strip_csr(
     *,
     dtype: torch.dtype = torch.float32,
 ) -> tuple[CsrParts, CsrParts, tuple[int, int]]:
-    """The nonzeros of :func:`strip_coo` as the CSR arrays of the matrix and of its transpose.
+    """The strip-model matrix of A angles and its transpose, as CSR arrays, and the matrix's shape.
 
-    Columns ascend within each row, so both equal the CSR of the sorted triplets, bit for bit. No
-    sort over all nonzeros: the footprint is angle-major, so the matrix needs only a stable sort by
-    row within each chunk of angles, taken voxel by voxel; the transpose (voxel-major) places each
-    chunk's nonzeros, voxel by voxel, behind those of the chunks before it.
+    The one factory of the projection matrix: the sparse projectors (and through them the streaming
+    SIRT's per-frame blocks) and the DIP's dense per-frame matrices all come from here. Row
+    ``a·U + j`` is detector column j of angle a (frame-major), column ``z·X + x`` a voxel of the
+    (Z, X) slice; the matrix is (A·U, Z·X) and applies to every Y-slice alike.
+
+    Columns ascend within each row (canonical CSR). No sort over all nonzeros: the footprint is
+    angle-major, so the matrix needs only a stable sort by row within each chunk of angles, taken
+    voxel by voxel; the transpose (voxel-major) places each chunk's nonzeros, voxel by voxel,
+    behind those of the chunks before it.
 
     Returns ``(crow, col, val)`` of the (A·U, Z·X) matrix, the same of its transpose, and the
-    matrix's shape; indices are int32 where the shape allows (as torch's sparse CSR takes them), else int64.
+    matrix's shape; indices are int32 where the shape allows (as torch's sparse CSR takes them),
+    else int64.
     """
     nv, taps, n_ang = nz * nx, N_TAPS, int(angles_rad.shape[0])
     shape, dev = (n_ang * n_det, nv), angles_rad.device

@@ -2,7 +2,7 @@
 
 Every row of frame f shares the frame's angle θ_f, so the strip-model matrix A_f (U × Z·X) is built
 once per frame and applied to all of that frame's slices with one batched matrix product. The
-matrices come from the one strip-model factory (:func:`~tiltstream.recon.footprint.strip_coo`),
+matrices come from the one strip-model factory (:func:`~tiltstream.recon.footprint.strip_csr`),
 so the DIP projects exactly as the projectors and SIRT do (tested equal to ``A[f]``) and,
 because it is a plain linear map in torch, its gradient is exactly A_fᵀ of the residual (tested).
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from tiltstream.recon.footprint import strip_coo
+from tiltstream.recon.footprint import strip_csr
 
 __all__ = ["frame_matrices", "project_frames", "shift_rows"]
 
@@ -24,9 +24,10 @@ def frame_matrices(
     """Dense strip-model matrices (F, U, Z·X) for F angles (degrees); voxel v = z·X + x."""
     ang = torch.as_tensor(np.deg2rad(np.asarray(angles_deg, dtype=np.float64)).reshape(-1), device=device)
     nz, nx = shape_zx
-    rows, cols, w, (m, nv) = strip_coo(ang, nz, nx, n_det, axis_offset_px, dtype=dtype)
+    (crow, cols, w), _, (m, nv) = strip_csr(ang, nz, nx, n_det, axis_offset_px, dtype=dtype)
+    rows = torch.repeat_interleave(torch.arange(m, device=ang.device), torch.diff(crow).to(torch.int64))
     out = torch.zeros(m * nv, device=device, dtype=dtype)
-    out.index_put_((rows * nv + cols,), w, accumulate=True)
+    out[rows * nv + cols] = w
     return out.reshape(ang.shape[0], n_det, nv)
 
 

@@ -167,26 +167,6 @@ def test_astra_matches_torch_backend(rng):
     np.testing.assert_allclose(pa.sum(axis=(1, 2)), pt.sum(axis=(1, 2)), rtol=0.02)
 
 
-@pytest.mark.parametrize("chunk_pairs", [1, 37 * 31 * 2 + 5, 1 << 30])
-def test_strip_matrix_built_in_angle_chunks_equals_all_angles_at_once(chunk_pairs, monkeypatch, rng):
-    """strip_coo evaluates the footprint a few angles at a time; its triplets must be those of
-    every angle at once (same order, bit for bit), also for one angle and for none."""
-    from tiltstream.recon import footprint
-
-    monkeypatch.setattr(footprint, "_CHUNK_PAIRS", chunk_pairs)
-    nz, nx, n_det = 37, 31, 45
-    for n_ang in (0, 1, 7):
-        angles = torch.as_tensor(np.deg2rad(rng.uniform(-80, 80, n_ang)), dtype=torch.float64)
-        bins, w = footprint.strip_footprint(angles, nz, nx, n_det, 1.5)
-        rows = (torch.arange(n_ang).reshape(-1, 1, 1) * n_det + bins).reshape(-1)
-        cols = torch.arange(nz * nx).expand(n_ang, footprint.N_TAPS, -1).reshape(-1)
-        keep = w.reshape(-1) > 0
-        got_rows, got_cols, got_w, shape = footprint.strip_coo(angles, nz, nx, n_det, 1.5)
-        assert shape == (n_ang * n_det, nz * nx)
-        assert torch.equal(got_rows, rows[keep]) and torch.equal(got_cols, cols[keep])
-        assert torch.equal(got_w, w.reshape(-1)[keep].to(torch.float32))
-
-
 def _sorted_csr(rows, cols, vals, shape):
     """CSR arrays of COO triplets by a full sort (the plain construction strip_csr must equal)."""
     order = torch.argsort(rows * shape[1] + cols)
@@ -196,17 +176,23 @@ def _sorted_csr(rows, cols, vals, shape):
 
 
 @pytest.mark.parametrize("chunk_pairs", [1, 37 * 31 * 2 + 5, 1 << 30])
-def test_strip_csr_is_the_sorted_csr_of_the_strip_triplets_and_of_their_transpose(chunk_pairs, monkeypatch, rng):
-    """strip_csr builds both CSR layouts without a global sort (a stable sort by row within each
-    chunk of angles; the transpose's chunks placed voxel by voxel): the result must be the CSR of
-    the sorted triplets, bit for bit, whatever the chunking, also for one angle and for none."""
+def test_strip_csr_is_the_sorted_csr_of_the_whole_footprint_and_of_its_transpose(chunk_pairs, monkeypatch, rng):
+    """strip_csr evaluates the footprint a few angles at a time and builds both CSR layouts without
+    a global sort (a stable sort by row within each chunk; the transpose's chunks placed voxel by
+    voxel): the result must be the CSR of the sorted nonzeros of the footprint of every angle at
+    once, bit for bit, whatever the chunking, also for one angle and for none."""
     from tiltstream.recon import footprint
 
     monkeypatch.setattr(footprint, "_CHUNK_PAIRS", chunk_pairs)
     nz, nx, n_det = 37, 31, 45
     for n_ang in (0, 1, 7, 40):
         angles = torch.as_tensor(np.deg2rad(rng.uniform(-80, 80, n_ang)), dtype=torch.float64)
-        rows, cols, w, shape = footprint.strip_coo(angles, nz, nx, n_det, -2.5)
+        bins, w = footprint.strip_footprint(angles, nz, nx, n_det, -2.5)
+        rows = (torch.arange(n_ang).reshape(-1, 1, 1) * n_det + bins).reshape(-1)
+        cols = torch.arange(nz * nx).expand(n_ang, footprint.N_TAPS, -1).reshape(-1)
+        keep = w.reshape(-1) > 0
+        rows, cols, w = rows[keep], cols[keep], w.reshape(-1)[keep].to(torch.float32)
+        shape = (n_ang * n_det, nz * nx)
         matrix, transpose, got_shape = footprint.strip_csr(angles, nz, nx, n_det, -2.5)
         assert got_shape == shape
         for got, want in ((matrix, _sorted_csr(rows, cols, w, shape)),
