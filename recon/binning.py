@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-__all__ = ["bin_factor", "block_mean", "centre_shift_px"]
+__all__ = ["bin_factor", "bin_frame", "binned_geometry", "block_mean", "centre_shift_px"]
 
 
 def bin_factor(shape: tuple[int, ...], max_edge: int | None) -> int:
@@ -49,3 +49,21 @@ def block_mean(a: np.ndarray, factor: int, *, ndim: int | None = None) -> np.nda
 def centre_shift_px(n: int, factor: int) -> float:
     """How far right (full-resolution samples) the centre of an n-sample axis moves when binned."""
     return ((-int(n)) % int(factor)) / 2.0
+
+
+def bin_frame(frame: np.ndarray, factor: int) -> np.ndarray:
+    """(Y, U) frame block-averaged ``factor``×``factor`` (:func:`block_mean`) and divided by
+    ``factor``: line integrals measured in binned-voxel lengths, so the volume reconstructed on the
+    binned grid has the same voxel values as one on the full grid."""
+    if factor == 1:
+        return np.asarray(frame, dtype=np.float32)
+    return block_mean(frame, factor) / np.float32(factor)
+
+
+def binned_geometry(frame_shape: tuple[int, int], factor: int, axis_offset_px: float = 0.0) -> tuple[tuple[int, int], float]:
+    """The (Y, U) shape of frames binned by ``factor`` (:func:`block_mean`) and the tilt axis offset
+    in binned pixels right of the binned detector's centre, given ``axis_offset_px`` in full pixels
+    (the completed last block moves the centre by :func:`centre_shift_px`)."""
+    ny, nu = (int(n) for n in frame_shape)
+    shape = (-(-ny // factor), -(-nu // factor))
+    return shape, (float(axis_offset_px) - centre_shift_px(nu, factor)) / factor

@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from tiltstream.recon.streaming import FrameRejected, StreamingParams, StreamingSirt
-from tiltstream.recon.binning import bin_factor, block_mean
+from tiltstream.recon.binning import bin_factor, bin_frame, binned_geometry, block_mean
 from tiltstream.stream.budget import default_budget_bytes
 from tiltstream.stream.protocol import EndMsg, FrameMsg, MetricsMsg, SlicesMsg, StartMsg, VolumeMsg
 from tiltstream.stream.tracking import SeqNumbers
+from tiltstream.stream.validation import check_frame
 
 __all__ = ["EngineConfig", "ReconEngine"]
 
@@ -32,7 +33,11 @@ log = logging.getLogger(__name__)
 class EngineConfig:
     """Live-reconstruction settings.
 
-    vol_z : volume thickness along the beam (voxels); None → frame width.
+    bin : frames are block-averaged ``bin``×``bin`` before the live SIRT (:func:`~.binning.bin_frame`):
+        a volume ``bin``× smaller per edge, ``bin``³ fewer voxels, for cameras whose full frames
+        cannot be reconstructed at the frame rate; voxel size, axis offset and published alignment
+        shifts stay in full-resolution units (the recorder keeps the full frames).
+    vol_z : volume thickness along the beam in full-resolution voxels; None → frame width.
     volume_period_s : least time between two published volumes (viewers take slices in between).
     volume_max_edge : published volumes are block-averaged down to at most this edge length.
     cpu_threads : torch CPU threads while the service runs (process-wide). Per-frame updates are many
@@ -58,6 +63,7 @@ class EngineConfig:
     """
 
     streaming: StreamingParams = field(default_factory=StreamingParams)
+    bin: int = 1
     vol_z: int | None = None
     axis_offset_px: float = 0.0
     device: str = "auto"
@@ -72,6 +78,17 @@ class EngineConfig:
     memory_budget_bytes: int | None = None
     scheduler: str | None = None
 
+    def __post_init__(self) -> None:
+        if isinstance(self.bin, bool) or int(self.bin) != self.bin or self.bin < 1:
+            raise ValueError(f"bin: expected a positive integer, got {self.bin!r}")
+
+    def live_geometry(self, frame_shape: tuple[int, int]) -> tuple[tuple[int, int, int], tuple[int, int], float]:
+        """(Z, Y, X) of the live estimate, the (Y, U) of the frames it takes and their axis offset,
+        for frames of ``frame_shape`` as sent."""
+        (ny, nu), offset = binned_geometry(frame_shape, self.bin, self.axis_offset_px)
+        nz = nu if self.vol_z is None else -(-int(self.vol_z) // self.bin)
+        return (nz, ny, nu), (ny, nu), offset
+
 
 class ReconEngine:
     """Feed it messages with :meth:`handle`; call :meth:`step` to update and collect outputs."""
@@ -82,6 +99,7 @@ class ReconEngine:
         self.estimator: StreamingSirt | None = None
         self.stream_id: str | None = None
         self.voxel_nm: float | None = None
+        self.frame_shape: tuple[int, int] | None = None  # of the current series' frames as sent
         self.rejected: Counter[str] = Counter()
         self.latencies_s: list[float] = []
         self._pending: list[tuple[FrameMsg, float]] = []
@@ -125,33 +143,34 @@ class ReconEngine:
     def admits(self, frame_shape: tuple[int, int]) -> tuple[bool, int, int]:
         """Whether a series of ``frame_shape`` frames fits the memory budget: (fits, needed, budget)."""
         cfg = self.config
-        ny, nu = frame_shape
+        vol_shape, (_, nu), _ = cfg.live_geometry(frame_shape)
         kind = StreamingSirt if self.slabs is None else self.slabs.estimator_type
-        need = kind.memory_needed((cfg.vol_z or nu, ny, nu), nu, cfg.streaming)
+        need = kind.memory_needed(vol_shape, nu, cfg.streaming)
         budget = default_budget_bytes() if cfg.memory_budget_bytes is None else cfg.memory_budget_bytes
         return need <= budget, need, budget
 
     def _new_series(self, stream_id: str, frame_shape: tuple[int, int], pixel_nm: float | None) -> None:
         cfg = self.config
-        ny, nu = frame_shape
         fits, need, budget = self.admits(frame_shape)
         if not fits:
             self.rejected["over_budget"] += 1
             self.refused = stream_id
-            log.warning("series %s refused: frames %s need %.1f GiB for the live estimate, budget %.1f GiB "
-                        "(TILTSTREAM_MEMORY_BUDGET or --memory-budget); the current series goes on",
-                        stream_id[:8], frame_shape, need / 2**30, budget / 2**30)
+            log.warning("series %s refused: frames %s (binned by %d) need %.1f GiB for the live estimate, budget "
+                        "%.1f GiB (TILTSTREAM_MEMORY_BUDGET or --memory-budget; --bin N reconstructs N×N-binned "
+                        "frames live); the current series goes on",
+                        stream_id[:8], frame_shape, cfg.bin, need / 2**30, budget / 2**30)
             return
+        vol_shape, shape, offset = cfg.live_geometry(frame_shape)
         self.stream_id = stream_id
-        self.voxel_nm = pixel_nm
+        self.frame_shape = tuple(frame_shape)
+        self.voxel_nm = None if pixel_nm is None else pixel_nm * cfg.bin
         make = StreamingSirt if self.slabs is None else self.slabs.estimator
-        self.estimator = make((cfg.vol_z or nu, ny, nu), cfg.streaming, det_cols=nu,
-                              axis_offset_px=cfg.axis_offset_px, device=cfg.device)
+        self.estimator = make(vol_shape, cfg.streaming, det_cols=shape[1], axis_offset_px=offset, device=cfg.device)
         self._pending.clear()
         if cfg.align:
             from tiltstream.recon.align.live import LiveAligner  # noqa: PLC0415 (only when asked for)
 
-            self.aligner = LiveAligner(frame_shape, cfg.align_params)
+            self.aligner = LiveAligner(shape, cfg.align_params)
             self._last_shift = None
         self._last_volume_t = -math.inf
         self.latencies_s.clear()
@@ -199,7 +218,8 @@ class ReconEngine:
             self._last_seq = int(superseded[-1][0].seq)
         for msg, t_recv in self._pending:
             try:
-                data = self._aligned(msg) if self.aligner is not None else msg.data
+                data = self._binned(msg.data)
+                data = self._aligned(msg, data) if self.aligner is not None else data
                 est.add_frame(data, float(msg.angle_deg), float(msg.t_s), seq=int(msg.seq))
             except FrameRejected as exc:
                 self.rejected[exc.reason] += 1
@@ -239,9 +259,16 @@ class ReconEngine:
             steps += 1
         return residual
 
-    def _aligned(self, msg: FrameMsg) -> np.ndarray:
+    def _binned(self, data: np.ndarray) -> np.ndarray:
+        """The frame as the estimator takes it: checked as sent (shape, values), then binned."""
+        if self.config.bin == 1:
+            return data  # the estimator checks it
+        return bin_frame(check_frame(data, angle_deg=0.0, t_s=0.0, expected_shape=self.frame_shape)[0],
+                         self.config.bin)
+
+    def _aligned(self, msg: FrameMsg, data: np.ndarray) -> np.ndarray:
         """The frame with its drift removed (frames the estimator will reject pass through as they are)."""
-        data = np.asarray(msg.data)
+        data = np.asarray(data)
         if data.shape != self.aligner.frame_shape or not np.isfinite(data).all():
             return data
         angle = float(msg.angle_deg)
@@ -291,7 +318,8 @@ class ReconEngine:
         if self.slabs is not None:
             values["slab_rebuilds"] = float(est.slab_rebuilds)
         if self._last_shift is not None:
-            values.update(align_dy_px=self._last_shift.dy, align_du_px=self._last_shift.du,
+            b = self.config.bin  # the shift in pixels of the frames as sent
+            values.update(align_dy_px=self._last_shift.dy * b, align_du_px=self._last_shift.du * b,
                           align_quality=self._last_shift.quality)
         # metrics are about the newest frame and update: at the newest frame's time (the change trace
         # rises when that frame shows a change), with the time the estimate shows beside

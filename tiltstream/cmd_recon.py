@@ -64,6 +64,10 @@ def add_engine_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--subset", type=positive_int, default=8, metavar="K", help="frames per ordered-subset step")
     s.add_argument("--steps", type=positive_int, default=1, metavar="N", help="subset steps per update")
     s.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    s.add_argument("--bin", type=positive_int, default=1, metavar="N",
+                   help="average N×N pixel blocks of every frame before the live SIRT: a volume N× smaller per "
+                        "edge, for frames too large to reconstruct at the frame rate (default 1; recordings "
+                        "keep the full frames)")
     add_memory_budget_option(s, "a series whose live estimate needs more is refused")
 
 
@@ -100,7 +104,7 @@ def engine_config(args: argparse.Namespace):
 
     params = StreamingParams(window_frames=args.window, window_s=args.window_seconds, half_life_s=args.half_life,
                              subset_size=args.subset, steps_per_update=args.steps)
-    return EngineConfig(streaming=params, device=args.device, align=bool(getattr(args, "align", False)),
+    return EngineConfig(streaming=params, device=args.device, bin=args.bin, align=bool(getattr(args, "align", False)),
                         memory_budget_bytes=getattr(args, "memory_budget", None),
                         scheduler=getattr(args, "scheduler", None))
 

@@ -35,10 +35,10 @@ from tiltstream.recon.dip.fit import DipTrainer
 from tiltstream.recon.dip.losses import learning_rate
 from tiltstream.recon.dip.model import DipGeometry
 from tiltstream.recon.dip.params import DipParams
-from tiltstream.recon.binning import bin_factor, block_mean
+from tiltstream.recon.binning import bin_factor, bin_frame, binned_geometry
 from tiltstream.recon.projector import resolve_device
 
-__all__ = ["OnlineDipConfig", "GrowingSeriesData", "OnlineDipTrainer", "OnlineDip", "DipEstimate", "bin_frame"]
+__all__ = ["OnlineDipConfig", "GrowingSeriesData", "OnlineDipTrainer", "OnlineDip", "DipEstimate"]
 
 log = logging.getLogger(__name__)
 
@@ -109,15 +109,6 @@ class OnlineDipConfig:
             raise ValueError(f"max_edge: expected None or ≥ 4, got {self.max_edge}")
         if not 0.0 <= self.lr_floor <= 1.0:
             raise ValueError(f"lr_floor: expected a share in [0, 1], got {self.lr_floor}")
-
-
-def bin_frame(frame: np.ndarray, factor: int) -> np.ndarray:
-    """(Y, U) frame block-averaged ``factor``×``factor`` (:func:`~tiltstream.recon.binning.block_mean`)
-    and divided by ``factor``: line integrals measured in binned-voxel lengths, so the volume
-    reconstructed on the binned grid has the same voxel values as one on the full grid."""
-    if factor == 1:
-        return np.asarray(frame, dtype=np.float32)
-    return block_mean(frame, factor) / np.float32(factor)
 
 
 class GrowingSeriesData:
@@ -423,7 +414,7 @@ class OnlineDip:
             self._last_publish = -math.inf
             if shape is None:
                 return
-            ny, nu = (-(-s // self.factor) for s in shape)  # binned sizes (block_mean keeps the edges)
+            (ny, nu), _ = binned_geometry(shape, self.factor)
             self.data = GrowingSeriesData((ny, nu), vol_z=self.config.vol_z or nu, device=self.device,
                                           heldout_every=self.config.heldout_every)
             self._series_id = sid

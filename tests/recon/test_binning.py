@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tiltstream.recon.binning import bin_factor, block_mean, centre_shift_px
+from tiltstream.recon.binning import bin_factor, binned_geometry, block_mean, centre_shift_px
 
 
 def test_block_mean_averages_blocks_of_every_axis():
@@ -31,3 +31,12 @@ def test_factor_and_centre_shift():
         block_mean(np.zeros((4, 4)), 1.5)
     with pytest.raises(ValueError, match="max_edge: expected ≥ 1, got 0"):
         bin_factor((4, 4), 0)
+
+
+@pytest.mark.parametrize(("nu", "factor", "offset"), [(33, 2, 0.0), (33, 4, 1.5), (64, 4, -3.0), (7, 3, 0.25)])
+def test_binned_geometry_keeps_the_tilt_axis_where_it_is(nu, factor, offset):
+    (ny, nb), binned_offset = binned_geometry((10, nu), factor, offset)
+    assert (ny, nb) == (-(-10 // factor), -(-nu // factor))
+    full_axis = (nu - 1) / 2 + offset
+    # binned pixel k averages full pixels k·f ... k·f + f - 1: its centre is at k·f + (f - 1)/2
+    assert ((nb - 1) / 2 + binned_offset) * factor + (factor - 1) / 2 == pytest.approx(full_axis)

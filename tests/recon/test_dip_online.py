@@ -10,12 +10,8 @@ import pytest
 import torch
 
 from tiltstream.recon.dip import DipParams
-from tiltstream.recon.dip.online import (
-    GrowingSeriesData,
-    OnlineDip,
-    OnlineDipConfig,
-    bin_frame,
-)
+from tiltstream.recon.binning import bin_frame
+from tiltstream.recon.dip.online import GrowingSeriesData, OnlineDip, OnlineDipConfig
 from tiltstream.recon.geometry import ProjectionGeometry, VolumeGeometry
 from tiltstream.recon.projector import operator
 from tiltstream.sim import make_phantom, simulate_series

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from tiltstream.recon.binning import block_mean
 from tiltstream.recon.engine import EngineConfig, ReconEngine
 from tiltstream.recon.streaming import StreamingParams
 from tiltstream.sim import make_phantom, simulate_series
@@ -101,3 +102,38 @@ def test_a_burst_longer_than_the_window_folds_only_the_newest_frames(series):
     assert est.n_frames_seen == 30 and est.window_size == 8
     assert est.window_seqs == tuple(range(22, 30))
     assert len(eng.latencies_s) == 30
+
+
+def test_binned_live_sirt_is_the_binned_particle_in_the_same_units(series, caplog):
+    """bin=2: the estimate is the particle on a grid half as fine with the same voxel values (the
+    frames divided by the factor) and twice the voxel size; a bad frame is named in the sent size."""
+    sid = "e" * 32
+    params = StreamingParams(window_frames=40, subset_size=10)
+    engines = {b: ReconEngine(EngineConfig(streaming=params, bin=b, device="cpu", idle_refine_steps=0)) for b in (1, 2)}
+    for eng in engines.values():
+        eng.handle(_start(sid, series))
+        eng.handle(_frame(sid, series, 0, data=np.zeros((7, 9), np.float32)))
+        for i in range(1, len(series)):
+            eng.handle(_frame(sid, series, i))
+        eng.step()
+        eng.estimator.update(steps=60)
+    binned = engines[2]
+    assert binned.estimator.vol_shape == (10, 10, 10) and binned.voxel_nm == pytest.approx(2 * series.pixel_nm)
+    assert binned.rejected == {"bad_shape": 1} and binned.estimator.n_frames_seen == len(series) - 1
+    assert "expected shape (20, 20)" in caplog.text
+    truth = block_mean(series.truth(0.0), 2)
+    vol, full = binned.estimator.volume(), block_mean(engines[1].estimator.volume(), 2)
+    assert np.linalg.norm(vol - truth) / np.linalg.norm(truth) < 0.3
+    assert vol.sum() / full.sum() == pytest.approx(1.0, abs=0.05)  # same units as the full-size estimate
+    assert np.corrcoef(vol.ravel(), full.ravel())[0, 1] > 0.95
+
+
+def test_bin_must_be_a_positive_integer_and_shrinks_what_the_budget_sees():
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="bin: expected a positive integer"):
+            EngineConfig(bin=bad)
+    budget = 256 * 2**20
+    full, binned = (ReconEngine(EngineConfig(bin=b, memory_budget_bytes=budget, device="cpu")) for b in (1, 4))
+    assert not full.admits((512, 512))[0]
+    fits, need, _ = binned.admits((512, 512))
+    assert fits and need < full.admits((512, 512))[1] / 16

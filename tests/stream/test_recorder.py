@@ -436,3 +436,7 @@ def test_memory_budget_option_says_what_it_expected(capsys: pytest.CaptureFixtur
     with pytest.raises(SystemExit):
         parser.parse_args(["recon", "--connect", "tcp://127.0.0.1:1", "--memory-budget", "lots"])
     assert "expected a size like '8G', '512M' or bytes, got 'lots'" in capsys.readouterr().err
+    assert engine_config(args).bin == 1
+    assert engine_config(parser.parse_args(["recon", "--connect", "tcp://127.0.0.1:1", "--bin", "4"])).bin == 4
+    with pytest.raises(SystemExit):
+        parser.parse_args(["recon", "--connect", "tcp://127.0.0.1:1", "--bin", "0"])
