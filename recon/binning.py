@@ -52,12 +52,12 @@ def centre_shift_px(n: int, factor: int) -> float:
 
 
 def bin_frame(frame: np.ndarray, factor: int) -> np.ndarray:
-    """(Y, U) frame block-averaged ``factor``×``factor`` (:func:`block_mean`) and divided by
-    ``factor``: line integrals measured in binned-voxel lengths, so the volume reconstructed on the
-    binned grid has the same voxel values as one on the full grid."""
+    """(Y, U) frame (or (N, Y, U) frames) block-averaged ``factor``×``factor`` (:func:`block_mean`)
+    and divided by ``factor``: line integrals measured in binned-voxel lengths, so the volume
+    reconstructed on the binned grid has the same voxel values as one on the full grid."""
     if factor == 1:
         return np.asarray(frame, dtype=np.float32)
-    return block_mean(frame, factor) / np.float32(factor)
+    return block_mean(frame, factor, ndim=2) / np.float32(factor)
 
 
 def binned_geometry(frame_shape: tuple[int, int], factor: int, axis_offset_px: float = 0.0) -> tuple[tuple[int, int], float]:

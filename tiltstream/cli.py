@@ -86,7 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--axis-offset", type=float, default=0.0, metavar="PX",
                    help="tilt axis position right of the detector centre, in pixels")
     s.add_argument("--height", type=_positive_int, default=None, metavar="NZ",
-                   help="volume thickness along the beam in voxels (default: frame width)")
+                   help="volume thickness along the beam in voxels of the frames (default: frame width)")
+    s.add_argument("--bin", type=_positive_int, default=1, metavar="N",
+                   help="average N×N pixel blocks of every frame first: a volume N× smaller per edge (default 1; "
+                        "--axis-offset and --height stay in pixels of the frames as stored)")
     s.add_argument("--out", type=Path, required=True,
                    help="output result: .h5 (HDF5: volumes (T,Z,Y,X), times_s) or .zarr (OME-Zarr, the [zarr] extra)")
     g = s.add_argument_group("dip", "options of --method dip")

@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> str:
         series = _aligned_series(args)
     else:
         series = read_series(args.input, tilt_axis_angle_deg=args.tilt_axis_angle)
+    series = _binned_series(args, series)
     if args.method == "dip":
         return _run_dip(args, series)
     if getattr(args, "nproc", None):
@@ -83,6 +84,7 @@ def _attrs(args: argparse.Namespace, series, params, wall: float | None) -> dict
         "voxel_nm": series.pixel_nm if series.pixel_nm is not None else float("nan"),
         "tilt_axis_angle_deg": series.metadata.get("tilt_axis_angle_deg", 0.0),
         "alignment": series.metadata.get("alignment"),
+        "bin": series.metadata.get("bin", 1),
     }
 
 
@@ -121,6 +123,21 @@ def _aligned_series(args: argparse.Namespace):
     args.axis_offset = alignment.axis_offset_px
     log.info("aligned: %s", summary(alignment))
     return apply_alignment(series, alignment, centre_axis=False)
+
+
+def _binned_series(args: argparse.Namespace, series):
+    """``--bin N``: the frames block-averaged N×N (:func:`~tiltstream.recon.binning.bin_frame`), the
+    pixel size N× larger, ``args.axis_offset`` and ``args.height`` turned into binned pixels."""
+    factor = getattr(args, "bin", 1)
+    if factor == 1:
+        return series
+    from tiltstream.recon.binning import bin_frame, binned_geometry  # noqa: PLC0415
+
+    _, args.axis_offset = binned_geometry(series.frame_shape, factor, args.axis_offset)
+    args.height = None if args.height is None else -(-args.height // factor)
+    log.info("frames %s binned by %d", series.frame_shape, factor)
+    return replace(series, frames=bin_frame(series.frames, factor), metadata={**series.metadata, "bin": factor},
+                   pixel_nm=None if series.pixel_nm is None else series.pixel_nm * factor)
 
 
 def _dip_params(args: argparse.Namespace):

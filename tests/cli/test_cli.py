@@ -39,6 +39,27 @@ def test_reconstruct_writes_4d_result_with_provenance(recording, tmp_path, metho
     assert np.isfinite(vols).all() and vols.max() > 0.5
 
 
+def test_reconstruct_binned_is_the_binned_reconstruction_with_its_voxel_size(recording, tmp_path):
+    """--bin 2 on 20-pixel frames: a 10³ volume with twice the voxel size and the values of the full
+    reconstruction binned (frames divided by the factor), the height given in pixels of the frames."""
+    from tiltstream.recon.binning import block_mean
+    from tiltstream.stream.results import read_result, result_voxel_nm
+
+    common = ["--iterations", "60", "--device", "cpu", "--times", "40"]
+    full, binned = tmp_path / "full.h5", tmp_path / "bin2.h5"
+    assert main(["reconstruct", str(recording), *common, "--out", str(full)]) == 0
+    assert main(["reconstruct", str(recording), *common, "--bin", "2", "--out", str(binned)]) == 0
+    (a, _, a_attrs), (b, _, b_attrs) = read_result(full), read_result(binned)
+    assert b.shape == (1, 10, 10, 10) and result_voxel_nm(b_attrs) == pytest.approx(2 * result_voxel_nm(a_attrs))
+    assert b_attrs["bin"] == 2
+    ref = block_mean(a[0], 2)
+    assert b.sum() / ref.sum() == pytest.approx(1.0, abs=0.05)
+    assert np.corrcoef(b.ravel(), ref.ravel())[0, 1] > 0.95
+    thin = tmp_path / "thin.h5"
+    assert main(["reconstruct", str(recording), *common, "--bin", "2", "--height", "12", "--out", str(thin)]) == 0
+    assert read_result(thin)[0].shape == (1, 6, 10, 10)
+
+
 def test_reconstruct_at_requested_times_and_score(recording, tmp_path, capsys):
     out = tmp_path / "r.h5"
     assert main(["reconstruct", str(recording), "--window", "30", "--iterations", "40", "--times", "50,150.5",
