@@ -215,9 +215,12 @@ class RecentSampler(BatchSampler):
 class OnlineDipTrainer(DipTrainer):
     """:class:`~.fit.DipTrainer` on :class:`GrowingSeriesData` (calibrated, ≥ 3 frames)."""
 
-    def __init__(self, data: GrowingSeriesData, config: OnlineDipConfig, *, t0_s: float):
+    def __init__(self, data: GrowingSeriesData, config: OnlineDipConfig, *, t0_s: float,
+                 axis_offset_px: float | None = None):
         self.config = config
-        p = replace(config.params, heldout_fraction=0.0, patience=None, time_limit_s=None, vol_z=data.nz)
+        offset = config.params.axis_offset_px if axis_offset_px is None else axis_offset_px  # of the binned frames
+        p = replace(config.params, heldout_fraction=0.0, patience=None, time_limit_s=None, vol_z=data.nz,
+                    axis_offset_px=offset)
         span = float(data.times_s.max() - t0_s)
         horizon = config.horizon_s if config.horizon_s is not None else 2.0 * max(span, data.frame_interval_s)
         geometry = DipGeometry(data.shape, (t0_s, t0_s + max(horizon, span, 1e-3)), data.value_scale)
@@ -295,6 +298,7 @@ class OnlineDip:
         self._frame_shape: tuple[int, int] | None = None
         self._pixel_nm: float | None = None
         self.factor = 1
+        self._axis_offset_px = self.config.params.axis_offset_px
         self.rejected = 0
         self.data: GrowingSeriesData | None = None
         self.trainer: OnlineDipTrainer | None = None
@@ -414,7 +418,7 @@ class OnlineDip:
             self._last_publish = -math.inf
             if shape is None:
                 return
-            (ny, nu), _ = binned_geometry(shape, self.factor)
+            (ny, nu), self._axis_offset_px = binned_geometry(shape, self.factor, self.config.params.axis_offset_px)
             self.data = GrowingSeriesData((ny, nu), vol_z=self.config.vol_z or nu, device=self.device,
                                           heldout_every=self.config.heldout_every)
             self._series_id = sid
@@ -426,8 +430,8 @@ class OnlineDip:
         if self.trainer is None:
             if d.n < self.config.min_frames:
                 return
-            d.calibrate(self.config.params.axis_offset_px)
-            self.trainer = OnlineDipTrainer(d, self.config, t0_s=float(d.times_s.min()))
+            d.calibrate(self._axis_offset_px)
+            self.trainer = OnlineDipTrainer(d, self.config, t0_s=float(d.times_s.min()), axis_offset_px=self._axis_offset_px)
             self._steps_at_publish = (0, time.monotonic())
             log.info("online DIP: training on %d frames of %s (binned ×%d), volume %s, on %s", d.n,
                      (d.ny, d.nu), self.factor, d.shape, self.device)

@@ -161,6 +161,19 @@ def test_frames_are_binned_to_the_working_size():
     assert online.data.frames.shape == (4, 14, 16) and online.trainer is not None  # 40 / 3 → 14 rows, edges kept
     est = online.publish()
     assert est.volumes.shape[1:] == (16, 14, 16) and est.pixel_nm == pytest.approx(1.5)
+    assert online.trainer.params.axis_offset_px == 0.0  # 48 = 3 × 16: the binned centre stays put
+
+
+def test_binned_frames_of_an_odd_width_keep_the_tilt_axis_in_place():
+    """47 pixels binned by 3: the last block is completed with edge copies, which moves the binned
+    detector's centre half a full pixel right; the DIP's axis offset must move it back."""
+    cfg = OnlineDipConfig(params=replace(SMALL, axis_offset_px=2.0), max_edge=16, min_frames=3, device="cpu", nice=0)
+    online = OnlineDip(cfg)
+    online.start_series("a", (40, 47), pixel_nm=0.5)
+    for i in range(4):
+        online.add_frame(np.ones((40, 47)), angle_deg=10.0 * i, t_s=float(i))
+    online.work(steps=0)
+    assert online.trainer.params.axis_offset_px == pytest.approx((2.0 - 0.5) / 3)
 
 
 def test_background_thread_trains_and_stops():
