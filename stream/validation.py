@@ -400,18 +400,41 @@ def _square_sum(flat: np.ndarray) -> float:
     return float(np.dot(flat, flat))
 
 
-def check_finite_data(name: str, array: np.ndarray, limits: Limits) -> None:
-    """Raise ``non_finite`` if a float array holds NaN/Inf (when ``limits.check_data_finite``).
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _non_finite_as_float32(array: np.ndarray) -> str | None:
+    """What makes a float array non-finite once computed with in float32 (NaN/Inf, or a float64
+    value beyond the float32 range, which becomes Inf), or None.
 
     Screens the data in one BLAS pass without a temporary: the sum of squares (``dot(a, a)`` on a
-    flat view) is NaN or Inf whenever any element is. Only when it is not finite (NaN/Inf present,
-    or an overflow of large finite values) is each element tested.
+    flat view) is NaN or Inf whenever any element is, and stays below float32's largest value
+    squared while every element fits float32. Only when the screen fails is each element tested.
     """
-    if not limits.check_data_finite or array.dtype.kind != "f":
-        return
+    if array.dtype.kind != "f":
+        return None
     screen = _square_sum(array.reshape(-1)) if array.flags.c_contiguous else math.inf
-    if not math.isfinite(screen) and not bool(np.isfinite(array).all()):
-        raise ProtocolError("non_finite", f"{name}: array data contains NaN or Inf")
+    wide = array.dtype.itemsize > 4
+    if math.isfinite(screen) and (not wide or screen <= _F32_MAX * _F32_MAX):
+        return None
+    bad = int(np.count_nonzero(~np.isfinite(array)))
+    if bad:
+        return f"{bad} NaN/Inf"
+    if wide:
+        peak = float(np.abs(array).max())
+        if peak > _F32_MAX:
+            return f"|values| up to {peak:.3g}, beyond the float32 range ({_F32_MAX:.3g}) they are computed in"
+    return None
+
+
+def check_finite_data(name: str, array: np.ndarray, limits: Limits) -> None:
+    """Raise ``non_finite`` if a float array holds NaN/Inf or float64 values beyond the float32
+    range (when ``limits.check_data_finite``); see :func:`_non_finite_as_float32`."""
+    if not limits.check_data_finite:
+        return
+    why = _non_finite_as_float32(array)
+    if why is not None:
+        raise ProtocolError("non_finite", f"{name}: expected finite array data, got {why}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -462,7 +485,7 @@ def check_frame(
         raise FrameRejected("too_large", f"data: {array.size} pixels, limit {limits.max_frame_elements}")
     if array.dtype.kind not in "biuf":
         raise FrameRejected("bad_dtype", f"data: expected a numeric array, got dtype {array.dtype}")
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
-        bad = int(np.count_nonzero(~np.isfinite(array)))
-        raise FrameRejected("non_finite", f"data: expected finite pixel values, got {bad} NaN/Inf")
+    why = _non_finite_as_float32(array)
+    if why is not None:
+        raise FrameRejected("non_finite", f"data: expected finite pixel values, got {why}")
     return array, angle, t, exposure

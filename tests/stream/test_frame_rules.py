@@ -20,12 +20,15 @@ BAD = [
     (dict(t_s=float("inf")), "non_finite"),
     (dict(exposure_s=-1.0), "bad_value"),
     (dict(data=np.full((4, 5), np.nan, np.float32)), "non_finite"),
+    # finite float64 pixels that become Inf in the float32 every solver computes in
+    (dict(data=np.where(np.eye(4, 5) > 0, 1e300, 1.0)), "non_finite"),
+    (dict(data=np.where(np.eye(4, 5) > 0, 1e39, 1.0)), "non_finite"),  # its square sum still finite in float64
 ]
 
 
 def wire(data=FRAME, angle_deg=10.0, t_s=1.0, exposure_s=0.1) -> list[bytes]:
     header = {"type": "frame/1", "seq": 0, "stream_id": "s", "angle_deg": angle_deg, "t_s": t_s,
-              "exposure_s": exposure_s, "shape": list(data.shape), "dtype": "<f4"}
+              "exposure_s": exposure_s, "shape": list(data.shape), "dtype": data.dtype.str}
     return [msgpack.packb(header), data.tobytes()]
 
 
@@ -46,6 +49,13 @@ def test_every_place_rejects_the_same_frames_with_the_same_reason(change, reason
         with pytest.raises(FrameRejected) as solver:
             est.add_frame(kw["data"], kw["angle_deg"], kw["t_s"])
         assert solver.value.reason == reason and est.n_frames_seen == 0
+
+
+def test_float64_frames_within_the_float32_range_pass_everywhere():
+    data = np.where(np.eye(4, 5) > 0, 3e38, -1e-300)
+    assert unpack(wire(data=data)).data.dtype == np.float64
+    check_frame(data, angle_deg=0.0, t_s=0.0)
+    StreamingSirt((5, 4, 5), device="cpu").add_frame(data, 0.0, 0.0)
 
 
 def test_the_angle_limit_is_inclusive_everywhere():

@@ -867,8 +867,10 @@ def test_non_finite_data_check_can_be_turned_off() -> None:
         unpack([parts[0], bad.tobytes()])
     out = unpack([parts[0], bad.tobytes()], limits=Limits(check_data_finite=False))
     assert np.isnan(out.data[1, 2])
-    huge = np.full((3, 5), np.finfo(np.float64).max)  # the sum overflows, data is finite
-    assert unpack(pack(_frame(data=huge))) == _frame(data=huge)
+    huge = np.full((3, 5), np.finfo(np.float64).max)  # finite, but Inf in float32: refused unless unchecked
+    with pytest.raises(ProtocolError, match="beyond the float32 range"):
+        unpack(pack(_frame(data=huge)))
+    assert unpack(pack(_frame(data=huge)), limits=Limits(check_data_finite=False)) == _frame(data=huge)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -970,11 +972,15 @@ def test_finite_screen_finds_every_nan_and_inf(
             with pytest.raises(ProtocolError) as info:
                 unpack([header, broken.tobytes()])
             assert info.value.reason == "non_finite"
-    big = np.full(shape, np.finfo(dtype).max / 2, dtype)  # the screen overflows; data is finite
+    big = np.full(shape, np.finfo(np.float32).max / 2, dtype)  # the screen overflows; data fits float32
     big[0, 0] = -big[0, 0]
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert np.array_equal(unpack([header, big.tobytes()]).data, big)
+        if dtype == np.float64:  # one value beyond float32's range, which the solvers compute in
+            big[-1, -1] = -1e39
+            with pytest.raises(ProtocolError, match="non_finite"):
+                unpack([header, big.tobytes()])
 
 
 # ------------------------------------------------------------------------------------------------
