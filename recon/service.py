@@ -28,7 +28,7 @@ from tiltstream.recon.dip_bridge import DipBridge
 from tiltstream.recon.engine import EngineConfig, ReconEngine
 from tiltstream.recon.resume import resume_series
 from tiltstream.recon.service_stats import ServiceStats
-from tiltstream.stream.protocol import EndMsg, FrameMsg, StartMsg
+from tiltstream.stream.protocol import EndMsg, FrameMsg, ProtocolError, StartMsg
 from tiltstream.stream.transport import DEFAULT_VIEWER_HWM, FrameReceiver, Publisher
 
 __all__ = ["ReconService"]
@@ -116,8 +116,13 @@ class ReconService:
         if self.publisher is None or not outputs:
             return
         for m in outputs:
-            self.publisher.send(m)
-        self.stats.published += len(outputs)
+            try:
+                self.publisher.send(m)
+            except ProtocolError as exc:  # never exit on a message of our own that fails the rules
+                self.engine.rejected["publish_error"] += 1
+                log.error("%s of series %s not published: %s", type(m).__name__, getattr(m, "stream_id", "?")[:8], exc)
+                continue
+            self.stats.published += 1
         self._last_publish = time.monotonic()
 
     def _step(self) -> None:
@@ -153,7 +158,7 @@ class ReconService:
         and logged (the first, then every 100th) and the service goes on taking frames."""
         try:
             return self.engine.step(force_volume=force_volume)
-        except (MemoryError, RuntimeError, OSError) as exc:
+        except (MemoryError, RuntimeError, OSError, ArithmeticError, ValueError) as exc:
             self.engine.rejected["engine_error"] += 1
             n = self.engine.rejected["engine_error"]
             if n == 1 or n % 100 == 0:

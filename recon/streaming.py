@@ -249,7 +249,8 @@ class StreamingSirt(WindowedEstimate):
         if hl is None:
             return [1.0] * len(subset)
         newest = self._window[-1].t_s
-        return [0.5 ** ((newest - e.t_s) / hl) for e in subset]
+        # a frame stamped later than the newest one (a clock glitch) weighs 1, not 2^(its lead / hl)
+        return [0.5 ** (max(0.0, newest - e.t_s) / hl) for e in subset]
 
     @torch.no_grad()
     def update(self, steps: int | None = None) -> float:

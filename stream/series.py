@@ -80,5 +80,5 @@ class TiltSeries:
         for name, arr in self.extra.items():
             if np.shape(arr)[:1] != (n,):
                 raise ValueError(f"{src}: {name}: expected {n} values (one per frame), got shape {np.shape(arr)}")
-        if self.pixel_nm is not None and not (np.isfinite(self.pixel_nm) and self.pixel_nm > 0):
-            raise ValueError(f"{src}: pixel_nm: expected a positive size in nm, got {self.pixel_nm}")
+        if self.pixel_nm is not None and not (0 < self.pixel_nm <= 1e6):  # as on the wire (start/1)
+            raise ValueError(f"{src}: pixel_nm: expected a size in nm in (0, 1e6], got {self.pixel_nm}")

@@ -74,8 +74,10 @@ def _bounded(ok: Callable[[float], bool], expected: str) -> Callable[[str, Any, 
 _angle = _bounded(lambda v: -ANGLE_LIMIT_DEG <= v <= ANGLE_LIMIT_DEG,
                   f"degrees in [-{ANGLE_LIMIT_DEG:g}, {ANGLE_LIMIT_DEG:g}]")
 _nonneg = _bounded(lambda v: v >= 0, ">= 0")
-_positive = _bounded(lambda v: v > 0, "> 0")
 _temperature = _bounded(lambda v: v >= -273.15, ">= -273.15 (degC)")
+# sizes stay far from overflow once binned or downsampled (a pixel of a millimetre is no TEM pixel)
+_pixel_nm = _bounded(lambda v: 0 < v <= 1e6, "nm in (0, 1e6]")
+_voxel_nm = _bounded(lambda v: 0 < v <= 1e9, "nm in (0, 1e9]")
 
 
 def _count(name: str, value: Any, limits: Limits) -> int:
@@ -204,8 +206,9 @@ _VALIDATORS: dict[str, Callable[[str, Any, Limits], Any]] = {
     "float": _float,
     "angle": _angle,
     "nonneg": _nonneg,
-    "positive": _positive,
     "temperature": _temperature,
+    "pixel_nm": _pixel_nm,
+    "voxel_nm": _voxel_nm,
     "range2": _range2,
     "xyz": _xyz,
     "index3": _index3,
@@ -353,7 +356,7 @@ def _frame_options_fast(get: Callable[[str], Any], fields: dict[str, Any]) -> bo
             fields[key] = value
     value = get("pixel_nm")
     if value is not None:
-        if type(value) is not float or not 0.0 < value < _INF:
+        if type(value) is not float or not 0.0 < value <= 1e6:  # else the full check says why (_pixel_nm)
             return False
         fields["pixel_nm"] = value
     value = get("tilt_range_deg")

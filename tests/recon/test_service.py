@@ -322,6 +322,36 @@ def test_a_failing_update_is_counted_and_the_service_goes_on(series):
     assert svc.stats.frames_received == 12 and svc.engine.estimator.n_frames_seen >= 10  # it went on
 
 
+def test_an_arithmetic_error_or_an_output_that_fails_the_rules_is_counted_and_the_service_goes_on(series):
+    """Neither an overflow in the estimate nor a message of its own that fails the protocol's rules
+    (a voxel size beyond its range) may stop the service: counted, logged, not published."""
+    with FrameSender(tcp_endpoint(0)) as tx:
+        svc = ReconService(tx.endpoint, tcp_endpoint(0), EngineConfig(device="cpu", idle_refine_steps=0))
+        real_step, calls = svc.engine.step, []
+        sid = "a" * 32
+        bad = VolumeMsg(stream_id=sid, seq=0, t_s=0.0, data=np.zeros((2, 2, 2), np.float32), source="sirt",
+                        n_frames_used=1, voxel_nm=1e30)
+
+        def flaky(**kw):
+            calls.append(kw)
+            if len(calls) == 3:
+                raise OverflowError("(34, 'Numerical result out of range')")
+            return ([bad] if len(calls) == 5 else []) + real_step(**kw)
+
+        svc.engine.step = flaky
+        with Running(svc):
+            assert tx.send(start(sid, series))
+            for i in range(12):
+                assert tx.send(frame(sid, series, i))
+                time.sleep(0.02)
+            deadline = time.monotonic() + 20
+            while svc.stats.frames_received < 12 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(0.3)
+    assert svc.engine.rejected["engine_error"] == 1 and svc.engine.rejected["publish_error"] == 1
+    assert svc.stats.frames_received == 12 and svc.stats.published > 12
+
+
 def test_a_failing_last_update_at_the_end_is_counted_and_the_run_returns(series):
     """run(until_end=True) ends with a forced whole-volume update: its error is counted like any other."""
     with FrameSender(tcp_endpoint(0)) as tx:

@@ -111,3 +111,13 @@ def test_bad_frames_rejected_without_changing_state(frame, angle, t, match, rng)
         est.push(frame, angle, t)
     assert est.window_size == n
     np.testing.assert_array_equal(est.volume(), before)
+
+
+def test_a_frame_stamped_ahead_of_the_newest_weighs_one_under_forgetting():
+    """half-life forgetting weighs a frame 2^-(age / half-life); a clock glitch that stamps a frame
+    far ahead of the frames after it must not weigh it 2^(lead / half-life) (OverflowError)."""
+    s = simulate_series(make_phantom("nanorod", size=12, static=True), n_frames=8, blur=False)
+    est = StreamingSirt((12, 12, 12), StreamingParams(window_frames=8, subset_size=4, half_life_s=1.0), device="cpu")
+    for i in range(8):
+        est.add_frame(s.frames[i], float(s.angles_deg[i]), 1e6 if i == 3 else 0.1 * i)
+    assert np.isfinite(est.update(steps=4)) and np.isfinite(est.volume()).all()

@@ -352,6 +352,10 @@ def test_nan_pixels_checked_by_the_receiver_and_by_pack_on_request() -> None:
         (_start(dtype=">u2"), "bad_dtype"),
         (_start(experiment={"s": {1, 2}}), "bad_field_type"),
         (_start(experiment={"big": "x" * 70_000}), "too_large"),
+        (_start(pixel_nm=1e307), "bad_value"),  # finite, but a volume's voxel size (× binning) would overflow
+        (_start(pixel_nm=0.0), "bad_value"),
+        (_frame(pixel_nm=2e6), "bad_value"),
+        (_slices(voxel_nm=1e10), "bad_value"),
         (MetricsMsg(stream_id="a", seq=0, t_s=0, values={"loss": math.nan}), "non_finite"),
         (_slices(xz=np.zeros((2, 5), np.float64)), "bad_dtype"),
         (_slices(yz=np.zeros((2, 4), np.float32)), "bad_shape"),
