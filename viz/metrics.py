@@ -14,7 +14,11 @@ from tiltstream.stream.messages import FrameMsg, MetricsMsg
 from tiltstream.viz.history import Trace
 from tiltstream.viz.records import trace_group
 
-__all__ = ["MetricsState"]
+__all__ = ["MetricsState", "MAX_TRACES"]
+
+#: Most traces kept: the known metrics and a few dozen of a service's own; names beyond this are
+#: not plotted (a publisher inventing names must not grow the monitor without bound).
+MAX_TRACES = 64
 
 
 class MetricsState:
@@ -40,7 +44,7 @@ class MetricsState:
         if dip:
             self.dip, self.dip_s = dip, now
         for name, value in values.items():
-            if trace_group(name) is not None:
+            if trace_group(name) is not None and (name in self._traces or len(self._traces) < MAX_TRACES):
                 self._traces[name].append(msg.t_s, value)
         return bool(dip)
 

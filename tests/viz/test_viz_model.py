@@ -253,3 +253,16 @@ def test_status_shows_what_the_service_rejected_and_why():
     st = m.status()
     assert st.service_rejects == {"foreign_sender": 3, "garbage": 2}
     assert "service rejected 5 (foreign_sender 3, garbage 2)" in st.summary()
+
+
+def test_metric_names_a_publisher_invents_cannot_grow_the_traces_without_bound():
+    from tiltstream.viz.metrics import MAX_TRACES
+
+    m = ViewModel()
+    m.ingest(MetricsMsg(stream_id="s", seq=0, t_s=0.0, values={"sirt_residual": 0.5}))
+    for i in range(1, 40):
+        m.ingest(MetricsMsg(stream_id="s", seq=i, t_s=float(i),
+                            values={"sirt_residual": 0.5, **{f"loss_{i}_{k}": 1.0 for k in range(16)}}))
+    traces = m.traces()
+    assert len(traces) == MAX_TRACES
+    assert len(traces["sirt_residual"][0]) == 40  # a known trace goes on
