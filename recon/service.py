@@ -76,6 +76,10 @@ class ReconService:
         self.observer = observer
         self.stats = ServiceStats()
         self._inbox: deque[tuple[object, float]] = deque()
+        # frames taken off the socket but not yet handled: at most a window's worth, so a sender
+        # faster than the reconstruction meets backpressure (its sends wait) instead of this
+        # process queueing without bound
+        self._inbox_room = threading.BoundedSemaphore(max(8, self.engine.config.streaming.window_frames))
         self._wake = threading.Event()
         self._last_publish = 0.0
         self._end_seen = threading.Event()
@@ -96,7 +100,11 @@ class ReconService:
     # -- threads --------------------------------------------------------------------------------
     def _intake(self, stop: threading.Event) -> None:
         while not stop.is_set():
+            if not self._inbox_room.acquire(timeout=0.1):
+                continue  # the inbox is full: leave the frames in the socket's queue
             msg = self.receiver.recv(timeout_ms=100)
+            if not isinstance(msg, FrameMsg):
+                self._inbox_room.release()
             if msg is None:
                 continue
             self._inbox.append((msg, time.monotonic()))
@@ -128,6 +136,8 @@ class ReconService:
     def _step(self) -> None:
         while self._inbox:
             msg, t_recv = self._inbox.popleft()
+            if isinstance(msg, FrameMsg):
+                self._inbox_room.release()
             try:
                 self.engine.handle(msg, received_at=t_recv)
                 if self.observer is not None:

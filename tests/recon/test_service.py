@@ -352,6 +352,47 @@ def test_an_arithmetic_error_or_an_output_that_fails_the_rules_is_counted_and_th
     assert svc.stats.frames_received == 12 and svc.stats.published > 12
 
 
+def test_a_sender_faster_than_the_reconstruction_meets_backpressure_and_loses_nothing(series):
+    """While the reconstruction is stuck, the service takes at most a window of frames off the
+    socket (not everything the sender can push, without bound): the sender's sends wait and time
+    out. Once it goes on, every frame the sender got through is reconstructed."""
+    n, sid, release = 200, "b" * 32, threading.Event()
+
+    def nth(i):
+        k = i % len(series)
+        return FrameMsg(seq=i, stream_id=sid, angle_deg=float(series.angles_deg[k]), t_s=0.1 * i, exposure_s=0.1,
+                        data=series.frames[k])
+
+    with FrameSender(f"inproc://backpressure-{time.monotonic_ns()}", sndhwm=4, timeout_ms=100) as tx:
+        params = StreamingParams(window_frames=8, subset_size=4)
+        svc = ReconService(tx.endpoint, None, EngineConfig(streaming=params, device="cpu", idle_refine_steps=0))
+        real_handle = svc.engine.handle
+
+        def stuck(msg, received_at=None):
+            if isinstance(msg, FrameMsg):
+                release.wait(30)
+            return real_handle(msg, received_at)
+
+        svc.engine.handle = stuck
+        with Running(svc):
+            assert tx.send(start(sid, series))
+            sent = 0
+            while sent < n and tx.send(nth(sent)):
+                sent += 1
+            assert sent < n  # the sender felt the stuck reconstruction
+            time.sleep(0.3)
+            assert svc.stats.frames_received <= 8 + 1  # a window in the inbox, one being handled
+            release.set()
+            deadline = time.monotonic() + 30
+            while sent < n and time.monotonic() < deadline:
+                sent += tx.send(nth(sent))
+            while svc.stats.frames_received < n and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(0.2)
+    assert sent == n and svc.stats.frames_received == n
+    assert svc.engine.estimator.n_frames_seen == n and svc.engine.rejected == {}
+
+
 def test_a_failing_last_update_at_the_end_is_counted_and_the_run_returns(series):
     """run(until_end=True) ends with a forced whole-volume update: its error is counted like any other."""
     with FrameSender(tcp_endpoint(0)) as tx:
