@@ -204,6 +204,9 @@ def open_nxtomo(path: Path) -> RawSeries:
 
         c_name, c_ds = _dataset(g, "instrument/detector/count_time")
         count_all = None if c_ds is None else _scaled(label, c_name, c_ds, "time", n, cut, "exposure times")
+        if count_all is not None and (count_all < 0).any():  # NaN compares False: handled below
+            neg = np.flatnonzero(count_all < 0)
+            raise FileFormatError(label, c_name, "exposure times >= 0", f"{count_all[neg[0]]:g} s at frame(s) {neg[:10].tolist()}")
         exposure = None
         if count_all is not None and np.isfinite(count_all[sel]).all():
             exposure = count_all[sel]

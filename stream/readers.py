@@ -33,7 +33,7 @@ import numpy as np
 from tiltstream.stream.errors import FileFormatError, reading
 from tiltstream.stream.orient import orient_frames
 from tiltstream.stream.rawseries import RawSeries
-from tiltstream.stream.series import TiltSeries
+from tiltstream.stream.series import ANGLE_RANGE, TiltSeries, angles_out_of_range, real_dtype_problem
 
 __all__ = ["FileFormatError", "read_series", "read_image", "describe", "open_raw", "HDF5_SUFFIXES", "IMAGE_SUFFIXES"]
 
@@ -115,7 +115,26 @@ def open_raw(path: str | os.PathLike) -> RawSeries:
         raise FileFormatError(p, "path", "an existing file or folder", "no such file or folder")
     opener = _opener(p)
     with reading(p, "a readable tilt-series file"):  # a net under the format readers' own checks
-        return opener(p)
+        raw = opener(p)
+    _check_raw(raw)
+    return raw
+
+
+def _check_raw(raw: RawSeries) -> None:
+    """The rules of :class:`TiltSeries` that every format shares, checked before the frames are read:
+    real pixel values (a complex frame would lose its imaginary part), angles within the wire's range,
+    exposure times >= 0."""
+    dtype = real_dtype_problem(raw.dtype)
+    if dtype is not None:
+        raise FileFormatError(raw.label, "frames", "real pixel values (integer or float)", dtype)
+    far = angles_out_of_range(raw.angles_deg)
+    if far.size:
+        raise FileFormatError(raw.label, "angles", ANGLE_RANGE,
+                              f"{raw.angles_deg[far[0]]:g} at frame(s) {far[:10].tolist()}")
+    if raw.exposure_s is not None and (np.asarray(raw.exposure_s) < 0).any():
+        neg = np.flatnonzero(np.asarray(raw.exposure_s) < 0)
+        raise FileFormatError(raw.label, "exposure", "exposure times in s >= 0",
+                              f"{raw.exposure_s[neg[0]]:g} at frame(s) {neg[:10].tolist()}")
 
 
 def read_series(path: str | os.PathLike, *, tilt_axis_angle_deg: float | None = None) -> TiltSeries:
@@ -133,6 +152,7 @@ def read_series(path: str | os.PathLike, *, tilt_axis_angle_deg: float | None = 
     TiltSeries with frames (N, Y, U) float32, tilt axis along Y.
     """
     raw = open_raw(path)
+    _check_fits_in_memory(raw)
     with reading(raw.label, "readable frames", "frames"):
         frames = raw.load_frames()
     if frames.shape != (raw.n_frames, *raw.frame_shape):
@@ -157,6 +177,19 @@ def read_series(path: str | os.PathLike, *, tilt_axis_angle_deg: float | None = 
         raise FileFormatError(raw.label, "series", "a consistent tilt series", str(e)) from None
 
 
+def _check_fits_in_memory(raw: RawSeries) -> None:
+    """FileFormatError when the frames the file announces (as float32) exceed the machine's memory:
+    a damaged or sparse header, refused before an allocation that would fail."""
+    from tiltstream.stream.budget import _physical_memory_bytes  # noqa: PLC0415
+
+    physical = _physical_memory_bytes()
+    need = raw.n_frames * raw.frame_shape[0] * raw.frame_shape[1] * 4
+    if physical and need > physical:
+        raise FileFormatError(raw.label, "frames", f"frames that fit in memory ({physical / 2**30:.1f} GiB here)",
+                              f"{raw.n_frames} frames of {raw.frame_shape[0]}×{raw.frame_shape[1]} pixels "
+                              f"({need / 2**30:.1f} GiB as float32)")
+
+
 def _tilt_axis(raw: RawSeries, override: float | None) -> tuple[float, str]:
     if override is not None:
         if not np.isfinite(override):
@@ -166,6 +199,10 @@ def _tilt_axis(raw: RawSeries, override: float | None) -> tuple[float, str]:
                       raw.tilt_axis_angle_deg, raw.tilt_axis_source)
         return float(override), "tilt_axis_angle_deg argument"
     if raw.tilt_axis_angle_deg is not None:
+        if not np.isfinite(raw.tilt_axis_angle_deg):
+            raise FileFormatError(raw.label, str(raw.tilt_axis_source or "tilt_axis_angle_deg"),
+                                  "a finite tilt-axis angle in degrees (or pass --tilt-axis-angle DEG)",
+                                  raw.tilt_axis_angle_deg)
         return float(raw.tilt_axis_angle_deg), str(raw.tilt_axis_source)
     return 0.0, "none in the file: assumed 0 (tilt axis along the rows)"
 

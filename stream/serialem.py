@@ -154,6 +154,10 @@ def read_mdoc(path: Path, n_frames: int | None = None) -> Mdoc:
             stamps = np.array([_datetime_s(path, f"[ZValue = {i}]", v) for i, v in enumerate(raw)])
             detail = f"{path}: DateTime (1 s resolution)"
     exposure = _floats_or_none(path, sections, "ExposureTime")
+    if exposure is not None and (exposure < 0).any():
+        neg = np.flatnonzero(exposure < 0)
+        raise FileFormatError(path, f"[ZValue = {neg[0]}] ExposureTime", "an exposure time in s >= 0",
+                              f"{exposure[neg[0]]:g}")
     dose = _floats_or_none(path, sections, "ExposureDose")
     if dose is not None and not np.any(dose > 0):
         dose = None  # SerialEM writes 0 where it has no dose (STEM)

@@ -7,7 +7,32 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["TiltSeries"]
+from tiltstream.stream.validation import ANGLE_LIMIT_DEG
+
+__all__ = ["TiltSeries", "ANGLE_RANGE", "angles_out_of_range", "real_dtype_problem", "nonfinite_frames"]
+
+#: what every tilt angle must be, as the wire protocol says it (``angle_deg``)
+ANGLE_RANGE = f"degrees in [-{ANGLE_LIMIT_DEG:g}, {ANGLE_LIMIT_DEG:g}]"
+
+
+def angles_out_of_range(angles_deg: np.ndarray) -> np.ndarray:
+    """Indices of the finite angles (degrees) outside [-ANGLE_LIMIT_DEG, ANGLE_LIMIT_DEG]."""
+    a = np.asarray(angles_deg, dtype=np.float64)
+    return np.flatnonzero(np.isfinite(a) & (np.abs(a) > ANGLE_LIMIT_DEG))
+
+
+def real_dtype_problem(dtype: Any) -> str | None:
+    """None for real pixel values (bool, integer or float), else what is wrong with ``dtype``."""
+    kind = np.dtype(dtype).kind
+    return None if kind in "biuf" else f"dtype {np.dtype(dtype)}"
+
+
+def nonfinite_frames(frames: np.ndarray) -> list[int]:
+    """Indices of the frames (N, Y, U) holding a NaN or Inf, one frame at a time (no full-size copy)."""
+    f = np.asarray(frames)
+    if f.dtype.kind not in "fc":
+        return []
+    return [i for i in range(f.shape[0]) if not np.isfinite(f[i]).all()]
 
 
 @dataclass
@@ -61,6 +86,9 @@ class TiltSeries:
         src = self.source
         if self.frames.ndim != 3:
             raise ValueError(f"{src}: frames: expected a 3-D array (N, Y, U), got shape {self.frames.shape}")
+        dtype = real_dtype_problem(self.frames.dtype)
+        if dtype is not None:
+            raise ValueError(f"{src}: frames: expected real pixel values (integer or float), got {dtype}")
         n = self.frames.shape[0]
         if n == 0:
             raise ValueError(f"{src}: frames: expected at least 1 frame, got 0")
@@ -77,8 +105,24 @@ class TiltSeries:
                 raise ValueError(
                     f"{src}: {name}: expected finite values, got NaN/Inf at frame(s) {np.flatnonzero(bad)[:10].tolist()}"
                 )
+        far = angles_out_of_range(self.angles_deg)
+        if far.size:
+            raise ValueError(f"{src}: angles_deg: expected {ANGLE_RANGE}, got "
+                             f"{self.angles_deg[far[0]]:g} at frame(s) {far[:10].tolist()}")
+        if self.exposure_s is not None and (self.exposure_s < 0).any():
+            neg = np.flatnonzero(self.exposure_s < 0)
+            raise ValueError(f"{src}: exposure_s: expected exposure times in s >= 0, got "
+                             f"{self.exposure_s[neg[0]]:g} at frame(s) {neg[:10].tolist()}")
         for name, arr in self.extra.items():
             if np.shape(arr)[:1] != (n,):
                 raise ValueError(f"{src}: {name}: expected {n} values (one per frame), got shape {np.shape(arr)}")
         if self.pixel_nm is not None and not (0 < self.pixel_nm <= 1e6):  # as on the wire (start/1)
             raise ValueError(f"{src}: pixel_nm: expected a size in nm in (0, 1e6], got {self.pixel_nm}")
+
+    def check_finite(self) -> None:
+        """Raise ValueError naming the frames that hold NaN/Inf pixels (the rule of the alignment and
+        the DIP); a reconstruction of them is NaN everywhere. Not part of :meth:`validate`: it reads
+        every pixel."""
+        bad = nonfinite_frames(self.frames)
+        if bad:
+            raise ValueError(f"{self.source}: frames: expected finite pixel values, got NaN/Inf in frame(s) {bad[:10]}")

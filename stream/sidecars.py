@@ -55,9 +55,9 @@ def find_beside(path: Path, suffixes: tuple[str, ...]) -> Path | None:
 
 
 def _text_lines(path: Path, expected: str) -> Iterator[tuple[int, str, str]]:
-    """(line number, line, stripped text) of every non-blank line of the text file ``path``."""
+    """(line number, line, stripped text) of every non-blank line of the UTF-8 text file ``path`` (a byte-order mark, as Excel writes, skipped)."""
     with reading(path, expected):
-        lines = path.read_text(errors="replace").splitlines()
+        lines = path.read_text(encoding="utf-8-sig", errors="replace").splitlines()
     return ((i, line, line.strip()) for i, line in enumerate(lines, start=1) if line.strip())
 
 

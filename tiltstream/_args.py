@@ -6,12 +6,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["positive_int", "positive_float", "seconds", "floats", "memory_size", "stop_on_signals"]
+__all__ = ["positive_int", "positive_float", "seconds", "floats", "memory_size", "stop_on_signals", "refuse_same_file"]
 
 
 def _number(kind: type, accept: Callable[[Any], bool], expected: str) -> Callable[[str], Any]:
@@ -47,6 +48,19 @@ def memory_size(text: str) -> int:
         return parse_bytes(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc).removeprefix("memory size: ")) from None
+
+
+def _same_file(a: os.PathLike, b: os.PathLike) -> bool:
+    try:
+        return os.path.samefile(a, b)  # hard links, symlinks, other spellings
+    except OSError:  # one of them does not exist (yet)
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def refuse_same_file(out: os.PathLike, source: os.PathLike, *, option: str = "--out", what: str = "the input") -> None:
+    """ValueError when ``out`` names the file ``source`` (writing it would destroy what is being read)."""
+    if _same_file(out, source):
+        raise ValueError(f"{option}: expected a file other than {what} ({source}), got {out}")
 
 
 @contextlib.contextmanager

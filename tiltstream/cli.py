@@ -144,6 +144,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"tiltstream {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except MemoryError as exc:  # numpy says what it could not allocate ("Unable to allocate 95 GiB for ...")
+        if args.verbose >= 2:
+            raise
+        what = str(exc) or "the memory this needs could not be allocated"
+        print(f"tiltstream {args.command}: error: out of memory: {what}", file=sys.stderr)
+        return 2
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

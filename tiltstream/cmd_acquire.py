@@ -180,11 +180,29 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_schedule(path: Any, speed: float) -> None:
+    """ValueError when ``--speed`` stretches the file's series beyond what a wait can last
+    (``threading.TIMEOUT_MAX``); the file's own problems are left to the replay."""
+    import math  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    from tiltstream.stream.readers import describe  # noqa: PLC0415
+
+    if math.isinf(speed):
+        return
+    info = describe(path)
+    span = info["duration_s"] if info["duration_s"] is not None else float(info["n_frames"])
+    if span / speed > threading.TIMEOUT_MAX:
+        raise ValueError(f"--speed: expected a factor of real time that replays the series' {span:g} s within "
+                         f"{threading.TIMEOUT_MAX:.3g} s (at least {span / threading.TIMEOUT_MAX:.3g}), got {speed:g}")
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     """Replay a file; print a one-line summary."""
     from tiltstream.acquire.replay import replay  # noqa: PLC0415
 
     with _sinks(args) as sinks, stop_on_signals() as stop:
+        _check_schedule(args.file, args.speed)
         print(f"replay: {args.file} on {_where(sinks)}", flush=True)
         try:
             stats = replay(args.file, sinks, speed=args.speed, start_frame=args.start_frame,

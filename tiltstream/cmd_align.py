@@ -25,7 +25,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from tiltstream._args import positive_int
+from tiltstream._args import positive_int, refuse_same_file
 
 __all__ = ["register", "cmd_align", "add_align_options", "align_params", "read_and_align"]
 
@@ -119,6 +119,7 @@ def cmd_align(args: argparse.Namespace) -> int:
     from tiltstream.recon.align import apply_alignment  # noqa: PLC0415
     from tiltstream.stream.nxtomo import write_series  # noqa: PLC0415
 
+    refuse_same_file(args.out, args.input)
     series, alignment = read_and_align(args.input, args)
     aligned = apply_alignment(series, alignment, centre_axis=not args.keep_axis_offset)
     args.out.parent.mkdir(parents=True, exist_ok=True)

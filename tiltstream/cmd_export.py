@@ -17,17 +17,21 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from tiltstream._args import refuse_same_file
+
 __all__ = ["register", "cmd_export", "MOVIES"]
 
 #: movie formats, written by tiltstream.viz.export
 MOVIES = ("mp4", "gif")
-_SUFFIX = {"mrc": ".mrc", "tiff": ".tif", "zarr": ".zarr", "mp4": ".mp4", "gif": ".gif"}
+#: --out suffixes each format is written under (the writers choose the format by suffix); the first is the default
+_SUFFIXES = {"mrc": (".mrc", ".map", ".rec"), "tiff": (".tif", ".tiff"), "zarr": (".zarr",), "mp4": (".mp4",),
+             "gif": (".gif",)}
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     s = subparsers.add_parser("export", help="export a 4-D result to MRC, ImageJ TIFF, OME-Zarr or a slice movie")
     s.add_argument("result", type=Path, help="result file (.h5 or .zarr from 'tiltstream reconstruct')")
-    s.add_argument("--to", choices=list(_SUFFIX), required=True, help="output format")
+    s.add_argument("--to", choices=list(_SUFFIXES), required=True, help="output format")
     s.add_argument("--time", type=float, default=None, metavar="T",
                    help="the volume at T s since stream start (nearest; default: all, or the last for mrc)")
     s.add_argument("--interpolate", action="store_true", help="with --time: blend the two volumes around T")
@@ -40,9 +44,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    out = args.out or args.result.with_suffix(_SUFFIX[args.to])
-    if out.resolve() == args.result.resolve():
-        raise ValueError(f"--out: expected a file other than the result, got {out}")
+    out = args.out or args.result.with_suffix(_SUFFIXES[args.to][0])
+    refuse_same_file(out, args.result, what="the result")
+    if out.suffix.lower() not in _SUFFIXES[args.to]:
+        raise ValueError(f"--out: expected a {' or '.join(_SUFFIXES[args.to])} file for --to {args.to}, got {out}")
     if args.interpolate and args.time is None:
         raise ValueError("--interpolate: expected --time T as well, got no --time")
     if args.to in MOVIES:

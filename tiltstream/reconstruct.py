@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from tiltstream._args import refuse_same_file
 from tiltstream.recon.batch import BatchParams, default_times, reconstruct_4d
 from tiltstream.recon.windowed import Window
 
@@ -37,6 +38,7 @@ def run(args: argparse.Namespace) -> str:
     from tiltstream.stream.readers import read_series  # noqa: PLC0415
     from tiltstream.stream.results import is_zarr_path, write_result  # noqa: PLC0415
 
+    refuse_same_file(args.out, args.input)
     if is_zarr_path(args.out):  # fail before the work, not after it
         from tiltstream.stream.zarr_results import require_zarr  # noqa: PLC0415
 
@@ -53,7 +55,12 @@ def run(args: argparse.Namespace) -> str:
         series = _aligned_series(args)
     else:
         series = read_series(args.input, tilt_axis_angle_deg=args.tilt_axis_angle)
+        series.check_finite()  # a NaN pixel makes every voxel NaN (--align checks its own input)
+        _check_axis_offset(args.axis_offset, series.frame_shape[1])
+    _check_times(args.times, series.times_s)
     series = _binned_series(args, series)
+    if not getattr(args, "scheduler", None):  # slabs: the workers' memory, not this machine's
+        _check_volumes_fit(args, series, 1 if args.times is None else len(args.times))
     if args.method == "dip":
         return _run_dip(args, series)
     if getattr(args, "nproc", None):
@@ -72,6 +79,39 @@ def run(args: argparse.Namespace) -> str:
     write_result(args.out, volumes, times, attrs=_attrs(args, series, params, wall), overwrite=True)
     return (f"wrote {len(times)} volume(s) {volumes.shape[1:]} at t = "
             f"{', '.join(f'{t:.1f}' for t in times)} s to {args.out} ({wall:.1f} s)")
+
+
+def _check_axis_offset(offset_px: float, width_px: int) -> None:
+    """ValueError unless the tilt axis lies on the detector: |``--axis-offset``| < half the frame width
+    (pixels of the frames as stored); beyond it no ray of the frames passes through the volume."""
+    if not abs(offset_px) < width_px / 2:
+        raise ValueError(f"--axis-offset: expected pixels within half the frame width (|offset| < {width_px / 2:g} "
+                         f"for frames {width_px} px wide), got {offset_px:g}")
+
+
+def _check_times(times: list[float] | None, series_times_s: np.ndarray) -> None:
+    """ValueError unless every ``--times`` lies within the series' span (as ``export --time``)."""
+    if not times:
+        return
+    lo, hi = float(np.min(series_times_s)), float(np.max(series_times_s))
+    bad = [t for t in times if not lo <= t <= hi]
+    if bad:
+        raise ValueError(f"--times: expected times within the series' span [{lo:g}, {hi:g}] s, "
+                         f"got {', '.join(f'{t:g}' for t in bad)} s")
+
+
+def _check_volumes_fit(args: argparse.Namespace, series, n_times: int) -> None:
+    """ValueError naming ``--height`` when the volumes asked for (float32) exceed the machine's memory,
+    before an allocation that would fail."""
+    from tiltstream.stream.budget import _physical_memory_bytes  # noqa: PLC0415
+
+    physical = _physical_memory_bytes()
+    ny, nu = series.frame_shape
+    nz = args.height or nu
+    need = n_times * nz * ny * nu * 4
+    if physical and need > physical:
+        raise ValueError(f"--height: expected volumes that fit in memory ({physical / 2**30:.1f} GiB here), got "
+                         f"{n_times} × {nz}×{ny}×{nu} voxels ({need / 2**30:.1f} GiB as float32)")
 
 
 def _attrs(args: argparse.Namespace, series, params, wall: float | None) -> dict:
@@ -247,7 +287,7 @@ def score(result_path: Path, truth_from: Path | None = None) -> str:
     from tiltstream.stream.results import read_result  # noqa: PLC0415
 
     volumes, times, attrs = read_result(result_path)
-    source = Path(truth_from) if truth_from is not None else Path(attrs["input_path"])
+    source = Path(truth_from) if truth_from is not None else recorded_input(result_path, attrs)
     truth = truth_from_recording(source)
     try:
         errs = nrmse_over_time(volumes, times, truth)
@@ -256,3 +296,32 @@ def score(result_path: Path, truth_from: Path | None = None) -> str:
     lines = [f"{'t (s)':>8}  {'NRMSE':>7}", *(f"{t:8.2f}  {e:7.4f}" for t, e in zip(times, errs))]
     lines.append(f"{'mean':>8}  {np.mean(errs):7.4f}")
     return "\n".join(lines)
+
+
+def recorded_input(result_path: Path, attrs: dict) -> Path:
+    """The recording a result came from: its ``input_path``, a relative one looked for beside the
+    result first and then in the working folder, checked against ``input_sha256`` where recorded.
+
+    Raises ValueError naming the result when there is no ``input_path``, no such file, or only a
+    file with other contents.
+    """
+    from tiltstream.stream.results import sha256_file  # noqa: PLC0415
+
+    recorded = attrs.get("input_path")
+    if not recorded:
+        raise ValueError(f"{result_path}: input_path: expected the recording the result came from, got none "
+                         "(pass --truth-from SIM.h5)")
+    path = Path(recorded)
+    candidates = [path] if path.is_absolute() else [Path(result_path).parent / path, path]
+    found = [c for c in dict.fromkeys(candidates) if c.is_file()]
+    if not found:
+        raise ValueError(f"{result_path}: input_path: expected an existing recording, got {recorded} "
+                         f"(looked for {', '.join(map(str, dict.fromkeys(candidates)))}; pass --truth-from SIM.h5)")
+    sha = attrs.get("input_sha256")
+    if not sha:
+        return found[0]
+    for c in found:
+        if sha256_file(c) == sha:
+            return c
+    raise ValueError(f"{result_path}: input_sha256: expected {recorded} with SHA-256 {sha[:12]}…, got a file with "
+                     f"other contents ({', '.join(map(str, found))}); pass --truth-from SIM.h5")
