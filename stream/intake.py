@@ -79,7 +79,8 @@ class Intake:
     A message that jumps ahead in its sequence by more than ``max_seq_jump`` is held back: the next
     message of that sequence decides. If it continues from the held one, both are accepted (a real
     gap); if it continues the old sequence, the held one is dropped (``implausible_seq``). So one
-    forged ``seq`` cannot make the rest of a series look old. Accepted messages released late wait
+    forged ``seq`` cannot make the rest of a series look old. An end/1 is never held (no message
+    follows it): after lost frames it ends the series with the gap counted. Accepted messages released late wait
     in :attr:`ready`; callers take those before reading their socket again.
     """
 
@@ -146,7 +147,8 @@ class Intake:
                 released = held if self._admit(held, key, tracker, held_peer) else None
             else:
                 self.rejects.count("implausible_seq", f"{describe_message(held)}: the sequence did not continue from it")
-        if self._jump(tracker, msg) > self.max_seq_jump:
+        # end/1 is not held: nothing follows it to confirm it, and only the series' owner may send it
+        if self._jump(tracker, msg) > self.max_seq_jump and not isinstance(msg, EndMsg):
             self._held[key] = (msg, peer)
             return released
         if not self._admit(msg, key, tracker, peer):

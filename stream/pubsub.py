@@ -54,6 +54,9 @@ class Publisher(BaseSocket):
         limits: Limits = DEFAULT_LIMITS,
         zero_copy: bool = False,
     ) -> None:
+        # No MAXMSGSIZE for the (un)subscriptions that come in: with it, libzmq 4.3.5 crashes at
+        # exit once it has dropped an oversized one (a SUB subscribing to a 4 MiB topic). Keep the
+        # viewer port on 127.0.0.1 or behind CURVE, which admits only known keys.
         options = {zmq.SNDHWM: int(sndhwm), zmq.XPUB_VERBOSE: 1, zmq.METADATA: new_sender_metadata()}
         super().__init__(zmq.XPUB, endpoint, bind=bind, context=context, curve=curve, options=options)
         self.limits = limits
@@ -175,7 +178,7 @@ class Subscriber(BaseSocket):
             yield ready.popleft()
         while reads < max_reads:
             wait = 0 if got else wait_ms(deadline)
-            if not self._socket.poll(wait, zmq.POLLIN):
+            if not self._peers.wait(wait):  # reads connection events while it waits
                 if got or wait == 0:
                     break
                 continue

@@ -309,7 +309,6 @@ class FrameReceiver(BaseSocket):
         self._peers = PeerTable(self._socket)
         self._intake = Intake(name or f"receiver {self.endpoint}", limits, peers=self._peers,
                               require_start=require_start)
-        self._rcvtimeo: int | None = None  # the socket's RCVTIMEO, ms, as last set
 
     def expect_series(self, stream_id: str, last_seq: int | None) -> None:
         """Take the frames after ``last_seq`` of ``stream_id`` without its start/1 (a resumed series)."""
@@ -338,24 +337,22 @@ class FrameReceiver(BaseSocket):
         if self._intake.ready:
             return self._intake.ready.popleft()
         deadline = time.monotonic() + max(0, timeout_ms) / 1000
-        wait = min(MAX_TIMEOUT_MS, max(0, math.ceil(timeout_ms)))
-        socket, accept = self._socket, self._intake.accept
+        socket, accept, peers = self._socket, self._intake.accept, self._peers
+        peers.drain()  # connection events: read on every call, even when a flood leaves no wait
         late = 0
         while True:
-            if wait != self._rcvtimeo:  # ZeroMQ waits for a message itself: no poll loop
-                socket.setsockopt(zmq.RCVTIMEO, wait)
-                self._rcvtimeo = wait
             try:  # zero-copy frames: they carry the sender's connection
-                parts = [socket.recv(copy=False)]
+                parts = [socket.recv(zmq.NOBLOCK, copy=False)]
             except zmq.Again:
+                if peers.wait(wait_ms(deadline)):  # reads connection events while it waits
+                    continue
                 return None
             while socket.getsockopt(zmq.RCVMORE):
                 parts.append(socket.recv(copy=False))
             msg = accept(parts)
             if msg is not None:
                 return msg
-            wait = wait_ms(deadline)
-            if wait == 0:
+            if wait_ms(deadline) == 0:
                 late += 1
                 if late > _MAX_LATE_REJECTS:
                     return None

@@ -2,20 +2,26 @@
 
 Every test records 20 real frames on a bound recorder while a second, well-formed but foreign
 sender injects one message; every real frame must be recorded. Each test fails on a receiver that
-trusts any well-formed message.
+trusts any well-formed message. The owner stays the owner across a reconnect, and peers that only
+connect and leave never stall a receiver.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import socket
 import threading
 import time
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import numpy as np
 import pytest
+import zmq
 
 from tiltstream.stream import read_series
-from tiltstream.stream.protocol import EndMsg, FrameMsg, StartMsg
+from tiltstream.stream.authority import SENDER_PROPERTY
+from tiltstream.stream.protocol import EndMsg, FrameMsg, StartMsg, pack
 from tiltstream.stream.recorder import Recorder
 from tiltstream.stream.sockets import tcp_endpoint
 from tiltstream.stream.transport import FrameReceiver, FrameSender, Subscriber, Publisher
@@ -154,3 +160,89 @@ def test_viewer_drop_count_is_not_spoofed_by_a_huge_seq() -> None:
         assert [m.seq for m in got] == [0, 1, 2, 3]
         stats = sub.stats()
         assert stats.missing == 0 and stats.rejects_by_reason == {"implausible_seq": 1}
+
+
+def owner_socket(endpoint: str) -> zmq.Socket:
+    """A sender with a fixed token: each call is a new connection of the same sender (as a reconnect)."""
+    tx = zmq.Context.instance().socket(zmq.PUSH)
+    tx.setsockopt(zmq.METADATA, f"{SENDER_PROPERTY}:owner".encode())
+    tx.connect(endpoint)
+    return tx
+
+
+def test_an_owner_that_reconnects_stays_the_owner() -> None:
+    with FrameReceiver(tcp_endpoint(0), bind=True, require_start=True) as rx:
+        first = owner_socket(rx.endpoint)
+        again = None
+        try:
+            for msg in [start(), frame(0)]:
+                first.send_multipart(pack(msg))
+            assert [rx.recv(2000).type_string for _ in range(2)] == ["start/1", "frame/1"]
+            with FrameSender(rx.endpoint, bind=False) as evil:
+                time.sleep(0.1)  # its connection is up first
+                first.close(linger=0)  # the link drops ...
+                time.sleep(0.2)
+                again = owner_socket(rx.endpoint)  # ... and the sender reconnects (often on the same descriptor)
+                again.send_multipart(pack(frame(1)))
+                assert rx.recv(2000).seq == 1
+                assert evil.send(EndMsg(stream_id="real", n_frames=2, reason="complete"))
+                assert rx.recv(500) is None
+                assert rx.stats().rejects_by_reason == {"foreign_sender": 1}
+                for i in range(2, 5):
+                    again.send_multipart(pack(frame(i)))
+                assert [rx.recv(2000).seq for _ in range(3)] == [2, 3, 4]
+        finally:
+            for tx in (first, again):
+                if tx is not None:
+                    tx.close(linger=0)
+        assert rx.stats().rejects_by_reason == {"foreign_sender": 1}
+
+
+def idle_peers(endpoint: str, n: int) -> int:
+    """``n`` peers that connect over TCP and leave without sending anything; how many got in."""
+    address = endpoint.removeprefix("tcp://").rsplit(":", 1)
+    for i in range(n):
+        try:  # a lost SYN is sent again after 1 s and 3 s
+            socket.create_connection((address[0], int(address[1])), timeout=5).close()
+        except TimeoutError:  # the receiver takes no more connections
+            return i
+    return n
+
+
+def receive_among_idle_peers(report: Connection) -> None:
+    """What a receiver gets from its series' sender while 3000 idle peers come and go, twice: while
+    it is busy elsewhere, and while it waits in one long ``recv``. Sent to ``report`` before closing."""
+    with FrameReceiver(tcp_endpoint(0), bind=True, require_start=True) as rx, \
+            FrameSender(rx.endpoint, bind=False, timeout_ms=5000) as owner:
+        got: dict = {"sent": [owner.send(msg) for msg in (start(), frame(0))]}
+        got["before"] = [(m.type_string, getattr(m, "seq", None)) for m in (rx.recv(2000), rx.recv(2000))]
+        got["busy: idle peers"] = idle_peers(rx.endpoint, 3000)
+        owner.send(frame(1))
+        got["busy: then"] = getattr(rx.recv(5000), "seq", None)
+        waited: list = []
+        waiting = threading.Thread(target=lambda: waited.append(rx.recv(20_000)))
+        waiting.start()
+        got["waiting: idle peers"] = idle_peers(rx.endpoint, 3000)
+        owner.send(frame(2))
+        waiting.join(10)
+        got["waiting: then"] = [getattr(m, "seq", None) for m in waited]
+        got["rejected"] = rx.stats().rejected
+        report.send(got)  # a stalled receiver cannot even be closed: libzmq deadlocks
+
+
+def test_peers_that_connect_and_leave_without_sending_never_stall_the_receiver() -> None:
+    spawn = multiprocessing.get_context("spawn")  # the receiver in a process of its own, as it may hang
+    report, child_end = spawn.Pipe(duplex=False)
+    child = spawn.Process(target=receive_among_idle_peers, args=(child_end,))
+    child.start()
+    try:
+        got = report.recv() if report.poll(60) else None
+        child.join(10)
+    finally:
+        if child.is_alive():
+            child.kill()
+            child.join()
+    assert got == {"sent": [True, True], "before": [("start/1", None), ("frame/1", 0)],
+                   "busy: idle peers": 3000, "busy: then": 1,
+                   "waiting: idle peers": 3000, "waiting: then": [2], "rejected": 0}
+    assert child.exitcode == 0

@@ -228,6 +228,18 @@ def test_gaps_and_new_series_are_counted(endpoint: str, caplog: pytest.LogCaptur
     assert any("new series 'c'" in r.getMessage() for r in caplog.records)
 
 
+def test_an_end_after_many_lost_frames_ends_the_series_at_once(endpoint: str) -> None:
+    """end/1 announcing 200 frames after frame 4: more than a plausible jump, but nothing follows an
+    end to confirm it, so it is not held back (a recorder waiting --until-end would never stop)."""
+    with FrameSender(endpoint, sndhwm=64) as tx, FrameReceiver(tx.endpoint) as rx:
+        for msg in [start("a"), *(frame(i, "a") for i in range(5)), EndMsg(stream_id="a", n_frames=200, reason="x")]:
+            assert tx.send(msg)
+        got = recv_all(rx, 7)
+        stats = rx.stats()
+    assert isinstance(got[-1], EndMsg) and got[-1].n_frames == 200
+    assert stats.missing == 195 and stats.rejected == 0
+
+
 def test_each_published_type_is_its_own_sequence(endpoint: str, rng: np.random.Generator) -> None:
     f32 = np.float32
 
