@@ -15,9 +15,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import zmq
+
 from tiltstream.stream.authority import Peer, PeerTable, SeriesAuthority
 from tiltstream.stream.messages import EndMsg, FrameMsg, Limits, Message, StartMsg
 from tiltstream.stream.protocol import try_unpack
+from tiltstream.stream.schema import _ARRAYS
 from tiltstream.stream.sockets import CurveClientConfig, CurveConfig
 from tiltstream.stream.tracking import RejectCounter, SeqResult, SeqStatus, SeqTracker, sequence_key
 
@@ -27,6 +30,22 @@ logger = logging.getLogger(__name__)
 
 Curve = CurveConfig | CurveClientConfig | None
 Parts = Sequence[Any]
+
+#: Most parts a message has (a header and the three arrays of slices/1).
+MAX_PARTS = 1 + max(len(arrays) for arrays in _ARRAYS.values())
+
+
+def recv_parts(socket: zmq.Socket) -> list[Any]:
+    """One queued multipart message as zero-copy frames (they carry the sender's connection), or
+    ``zmq.Again``. At most ``MAX_PARTS + 1`` parts are kept (enough for the codec to say
+    ``extra_parts``): the rest of a message of a million tiny parts is read and dropped part by
+    part, not gathered in this process."""
+    parts = [socket.recv(zmq.NOBLOCK, copy=False)]
+    while socket.getsockopt(zmq.RCVMORE):
+        part = socket.recv(copy=False)
+        if len(parts) <= MAX_PARTS:
+            parts.append(part)
+    return parts
 
 #: Longest wait handed to ZeroMQ (its timeouts are C ints), ms.
 MAX_TIMEOUT_MS = 2**31 - 1

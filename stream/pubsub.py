@@ -21,7 +21,7 @@ import zmq
 
 from tiltstream.stream.authority import PeerTable, new_sender_metadata
 from tiltstream.stream.budget import part_limit_bytes
-from tiltstream.stream.intake import Curve, Intake, Parts, ReceiverStats, wait_ms
+from tiltstream.stream.intake import Curve, Intake, Parts, ReceiverStats, recv_parts, wait_ms
 from tiltstream.stream.messages import DEFAULT_LIMITS, Limits, Message
 from tiltstream.stream.protocol import pack
 from tiltstream.stream.sockets import BaseSocket
@@ -183,7 +183,7 @@ class Subscriber(BaseSocket):
                     break
                 continue
             try:
-                parts = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
+                parts = recv_parts(self._socket)
             except zmq.Again:
                 continue
             reads += 1

@@ -55,6 +55,7 @@ from tiltstream.stream.intake import (
     Parts,
     ReceiverStats,
     describe_message,
+    recv_parts,
     wait_ms,
 )
 from tiltstream.stream.messages import DEFAULT_LIMITS, Limits, Message
@@ -341,14 +342,12 @@ class FrameReceiver(BaseSocket):
         peers.drain()  # connection events: read on every call, even when a flood leaves no wait
         late = 0
         while True:
-            try:  # zero-copy frames: they carry the sender's connection
-                parts = [socket.recv(zmq.NOBLOCK, copy=False)]
+            try:
+                parts = recv_parts(socket)
             except zmq.Again:
                 if peers.wait(wait_ms(deadline)):  # reads connection events while it waits
                     continue
                 return None
-            while socket.getsockopt(zmq.RCVMORE):
-                parts.append(socket.recv(copy=False))
             msg = accept(parts)
             if msg is not None:
                 return msg

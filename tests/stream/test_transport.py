@@ -22,6 +22,7 @@ from tiltstream.stream.protocol import (
     SlicesMsg,
     StartMsg,
     VolumeMsg,
+    pack,
     unpack,
 )
 from tiltstream.stream.sockets import CurveClientConfig, CurveConfig, check_endpoint, tcp_endpoint
@@ -238,6 +239,29 @@ def test_an_end_after_many_lost_frames_ends_the_series_at_once(endpoint: str) ->
         stats = rx.stats()
     assert isinstance(got[-1], EndMsg) and got[-1].n_frames == 200
     assert stats.missing == 195 and stats.rejected == 0
+
+
+def test_a_message_of_many_tiny_parts_is_dropped_part_by_part_and_named() -> None:
+    """The size limit is per part: a message of 100 000 one-byte parts passes it. The receiver keeps
+    at most one part more than any message has, rejects it as extra_parts, and goes on."""
+    from tiltstream.stream.intake import MAX_PARTS, recv_parts
+
+    with FrameReceiver(tcp_endpoint(0), bind=True) as rx:
+        raw = zmq.Context.instance().socket(zmq.PUSH)
+        raw.setsockopt(zmq.LINGER, 0)
+        raw.connect(rx.endpoint)
+        try:
+            header = pack(start("a"))[0]
+            raw.send_multipart([header] + [b"x"] * 100_000)
+            raw.send_multipart(pack(start("a")))
+            assert rx.recv(timeout_ms=5000).type_string == "start/1"
+            assert rx.stats().rejects_by_reason == {"extra_parts": 1}
+            for n in (1, MAX_PARTS, MAX_PARTS + 1, 50):
+                raw.send_multipart([b"p"] * n)
+                assert rx.socket.poll(5000)
+                assert len(recv_parts(rx.socket)) == min(n, MAX_PARTS + 1)
+        finally:
+            raw.close(0)
 
 
 def test_each_published_type_is_its_own_sequence(endpoint: str, rng: np.random.Generator) -> None:
