@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["positive_int", "positive_float", "seconds", "floats", "memory_size", "stop_on_signals", "refuse_same_file"]
+__all__ = ["positive_int", "positive_float", "seconds", "finite_float", "nonneg_float", "positive_finite", "floats", "memory_size", "stop_on_signals", "refuse_same_file"]
 
 
 def _number(kind: type, accept: Callable[[Any], bool], expected: str) -> Callable[[str], Any]:
@@ -31,6 +31,9 @@ def _number(kind: type, accept: Callable[[Any], bool], expected: str) -> Callabl
 positive_int = _number(int, lambda v: v >= 1, "a positive integer")
 positive_float = _number(float, lambda v: v > 0, "a positive number")
 seconds = _number(float, lambda v: math.isfinite(v) and v >= 0, "a number of seconds >= 0")
+finite_float = _number(float, math.isfinite, "a finite number")
+nonneg_float = _number(float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
+positive_finite = _number(float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
 
 
 def floats(text: str) -> list[float]:

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tiltstream._args import positive_int, seconds, stop_on_signals
+from tiltstream._args import finite_float, nonneg_float, positive_finite, positive_int, seconds, stop_on_signals
 from tiltstream._curve_args import add_curve_arguments, curve_from_args
 
 __all__ = ["register", "add_series_options", "cmd_sim", "cmd_replay", "cmd_watch"]
@@ -42,6 +43,8 @@ def _pair(text: str) -> tuple[float, float]:
         lo, hi = (float(v) for v in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected LO,HI in degrees like '-70,70', got {text!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise argparse.ArgumentTypeError(f"expected finite LO,HI in degrees like '-70,70', got {text!r}")
     return lo, hi
 
 
@@ -63,18 +66,18 @@ def add_series_options(s: argparse.ArgumentParser) -> None:
     s.add_argument("--phantom", default="nanorod", help="nanorod, nanostar, core_shell, sintering (default nanorod)")
     s.add_argument("--size", type=positive_int, default=64, help="volume edge in voxels (default 64)")
     s.add_argument("--frames", type=positive_int, default=240, help="number of frames (default 240)")
-    s.add_argument("--dose", type=float, default=None, metavar="E_PER_A2",
+    s.add_argument("--dose", type=positive_finite, default=None, metavar="E_PER_A2",
                    help="dose per frame in e-/Å² (default: noise-free)")
     s.add_argument("--scheme", choices=["golden", "linear", "incremental"], default="golden")
     s.add_argument("--tilt-range", type=_pair, default=(-70.0, 70.0), metavar="LO,HI",
                    help="degrees (default -70,70; a negative LO takes the = form: --tilt-range=-60,60)")
     s.add_argument("--exposure", type=seconds, default=0.1, metavar="S", help="exposure per frame (default 0.1 s)")
-    s.add_argument("--duration", type=float, default=None, metavar="S",
+    s.add_argument("--duration", type=positive_finite, default=None, metavar="S",
                    help="duration of the shape change in s (default: the acquisition time)")
     s.add_argument("--static", action="store_true", help="freeze the phantom (no shape change)")
-    s.add_argument("--drift", type=float, default=0.0, metavar="PX_PER_S", help="random-walk drift speed")
-    s.add_argument("--jitter", type=float, default=0.0, metavar="PX", help="white per-frame jitter")
-    s.add_argument("--axis-offset", type=float, default=0.0, metavar="PX", help="tilt-axis offset from centre")
+    s.add_argument("--drift", type=nonneg_float, default=0.0, metavar="PX_PER_S", help="random-walk drift speed")
+    s.add_argument("--jitter", type=nonneg_float, default=0.0, metavar="PX", help="white per-frame jitter")
+    s.add_argument("--axis-offset", type=finite_float, default=0.0, metavar="PX", help="tilt-axis offset from centre")
     s.add_argument("--seed", type=int, default=0)
 
 
@@ -84,9 +87,9 @@ def register(subparsers: Any) -> None:
     add_series_options(s)
     s.add_argument("--speed", type=_speed, default=1.0, metavar="X",
                    help="factor of real time, or 'max' (default 1)")
-    s.add_argument("--temperature", type=float, default=25.0, metavar="C", help="start temperature (default 25 °C)")
-    s.add_argument("--heating-rate", type=float, default=0.0, metavar="C_PER_S", help="linear ramp (default 0)")
-    s.add_argument("--temperature-limit", type=float, default=None, metavar="C", help="end of the ramp")
+    s.add_argument("--temperature", type=finite_float, default=25.0, metavar="C", help="start temperature (default 25 °C)")
+    s.add_argument("--heating-rate", type=finite_float, default=0.0, metavar="C_PER_S", help="linear ramp (default 0)")
+    s.add_argument("--temperature-limit", type=finite_float, default=None, metavar="C", help="end of the ramp")
     _add_outputs(s)
     s.set_defaults(func=cmd_sim)
 
@@ -94,7 +97,7 @@ def register(subparsers: Any) -> None:
     s.add_argument("file", type=Path, help="recording (.h5/.nxs), MRC + .rawtlt, or TIFF + CSV")
     s.add_argument("--speed", type=_speed, default=1.0, metavar="X", help="factor of real time, or 'max' (default 1)")
     s.add_argument("--start-frame", type=int, default=0, metavar="K", help="first frame to send (default 0)")
-    s.add_argument("--tilt-axis-angle", type=float, default=None, metavar="DEG",
+    s.add_argument("--tilt-axis-angle", type=finite_float, default=None, metavar="DEG",
                    help="in-plane tilt-axis angle of the stored frames; overrides the file")
     _add_outputs(s)
     s.set_defaults(func=cmd_replay)
@@ -110,8 +113,8 @@ def register(subparsers: Any) -> None:
     s.add_argument("--sidecar-wait", type=seconds, default=5.0, metavar="S", help="wait for a sidecar (default 5 s)")
     s.add_argument("--exposure", type=seconds, default=0.0, metavar="S",
                    help="exposure when no sidecar says (0 = unknown)")
-    s.add_argument("--pixel-nm", type=float, default=None, metavar="NM", help="pixel size in the sample plane")
-    s.add_argument("--tilt-axis-angle", type=float, default=0.0, metavar="DEG",
+    s.add_argument("--pixel-nm", type=positive_finite, default=None, metavar="NM", help="pixel size in the sample plane")
+    s.add_argument("--tilt-axis-angle", type=finite_float, default=0.0, metavar="DEG",
                    help="in-plane tilt-axis angle of the stored frames (default 0: along the rows)")
     s.add_argument("--no-existing", action="store_true", help="ignore files already in the folder")
     s.add_argument("--max-frames", type=positive_int, default=None, metavar="N", help="stop after N frames")
@@ -183,7 +186,6 @@ def cmd_sim(args: argparse.Namespace) -> int:
 def _check_schedule(path: Any, speed: float) -> None:
     """ValueError when ``--speed`` stretches the file's series beyond what a wait can last
     (``threading.TIMEOUT_MAX``); the file's own problems are left to the replay."""
-    import math  # noqa: PLC0415
     import threading  # noqa: PLC0415
 
     from tiltstream.stream.readers import describe  # noqa: PLC0415

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tiltstream._args import positive_float, positive_int
+from tiltstream._args import positive_finite, positive_float, positive_int
 
 __all__ = ["register", "run_demo", "monitor_mode", "free_tcp_endpoint"]
 
@@ -56,7 +56,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("--phantom", default="nanorod", help="nanorod, nanostar, core_shell, sintering")
     s.add_argument("--size", type=positive_int, default=64, help="volume edge in voxels (default 64)")
     s.add_argument("--frames", type=positive_int, default=240, help="frames in the series (default 240)")
-    s.add_argument("--dose", type=float, default=3000.0, metavar="E_PER_A2", help="dose per frame (default 3000)")
+    s.add_argument("--dose", type=positive_finite, default=3000.0, metavar="E_PER_A2", help="dose per frame (default 3000)")
     s.add_argument("--speed", type=positive_float, default=5.0,
                    help="× real time of the simulated microscope (default 5: a 3-minute acquisition, time "
                         "for the online DIP to catch up with the live SIRT on a CPU)")

@@ -140,3 +140,20 @@ def test_export_refuses_an_out_suffix_of_another_format(recording, tmp_path, cap
     capsys.readouterr()
     _fails(["export", str(result), "--to", to, "--out", str(tmp_path / name)], capsys, f"--to {to}", name)
     assert not (tmp_path / name).exists()
+
+
+@pytest.mark.parametrize(("option", "value", "expected"), [
+    ("--jitter", "inf", "expected a finite number >= 0, got inf"),
+    ("--drift", "inf", "expected a finite number >= 0, got inf"),
+    ("--axis-offset", "nan", "expected a finite number, got nan"),
+    ("--dose", "nan", "expected a finite number > 0, got nan"),
+    ("--tilt-range", "-inf,10", "expected finite LO,HI in degrees"),
+])
+def test_simulate_refuses_non_finite_options_naming_them(tmp_path, capsys, option, value, expected):
+    """They wrote all-zero frames (jitter, drift, axis offset) or misleading errors (dose, range)."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["simulate", "--size", "8", "--frames", "4", f"{option}={value}", "--out", str(tmp_path / "s.h5")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert option in err and expected in err, err
+    assert not (tmp_path / "s.h5").exists()
