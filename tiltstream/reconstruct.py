@@ -58,6 +58,7 @@ def run(args: argparse.Namespace) -> str:
         series.check_finite()  # a NaN pixel makes every voxel NaN (--align checks its own input)
         _check_axis_offset(args.axis_offset, series.frame_shape[1])
     _check_times(args.times, series.times_s)
+    _check_seconds_window(args.window, series)
     series = _binned_series(args, series)
     if not getattr(args, "scheduler", None):  # slabs: the workers' memory, not this machine's
         _check_volumes_fit(args, series, 1 if args.times is None else len(args.times))
@@ -98,6 +99,14 @@ def _check_times(times: list[float] | None, series_times_s: np.ndarray) -> None:
     if bad:
         raise ValueError(f"--times: expected times within the series' span [{lo:g}, {hi:g}] s, "
                          f"got {', '.join(f'{t:g}' for t in bad)} s")
+
+
+def _check_seconds_window(window: str | None, series) -> None:
+    """ValueError for a window in seconds over a series whose times are frame indices (a file with
+    angles but no acquisition times): the window would silently count frames as seconds."""
+    if window and Window.parse(window).seconds is not None and series.metadata.get("time_source") == "frame_index":
+        raise ValueError(f"--window: expected frames (e.g. '--window 40') for {series.source}, whose times are "
+                         f"frame indices (no acquisition times in the file), got {window!r}")
 
 
 def _check_volumes_fit(args: argparse.Namespace, series, n_times: int) -> None:

@@ -157,3 +157,19 @@ def test_simulate_refuses_non_finite_options_naming_them(tmp_path, capsys, optio
     err = capsys.readouterr().err
     assert option in err and expected in err, err
     assert not (tmp_path / "s.h5").exists()
+
+
+def test_a_window_in_seconds_is_refused_for_frame_index_times(tmp_path, capsys):
+    """An MRC with only a .tlt has no acquisition times (its times are frame indices): a window in
+    seconds would count frames as seconds; a window in frames is the way."""
+    import mrcfile
+
+    frames = np.random.default_rng(0).random((12, 8, 8)).astype(np.float32)
+    with mrcfile.new(tmp_path / "tomo.st") as m:
+        m.set_data(frames)
+        m.set_image_stack()
+    (tmp_path / "tomo.tlt").write_text("\n".join(f"{a:.1f}" for a in np.linspace(-60, 60, 12)) + "\n")
+    common = ["reconstruct", str(tmp_path / "tomo.st"), "--method", "fbp", "--device", "cpu"]
+    _fails([*common, "--window", "5s", "--out", str(tmp_path / "s.h5")], capsys,
+           "--window: expected frames", "frame indices", "'5s'")
+    assert main([*common, "--window", "5", "--out", str(tmp_path / "f.h5")]) == 0
