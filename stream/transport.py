@@ -339,7 +339,6 @@ class FrameReceiver(BaseSocket):
             return self._intake.ready.popleft()
         deadline = time.monotonic() + max(0, timeout_ms) / 1000
         socket, accept, peers = self._socket, self._intake.accept, self._peers
-        peers.drain()  # connection events: read on every call, even when a flood leaves no wait
         late = 0
         while True:
             try:
