@@ -122,11 +122,13 @@ def open_raw(path: str | os.PathLike) -> RawSeries:
 
 def _check_raw(raw: RawSeries) -> None:
     """The rules of :class:`TiltSeries` that every format shares, checked before the frames are read:
-    real pixel values (a complex frame would lose its imaginary part), angles within the wire's range,
-    exposure times >= 0."""
+    real pixel values (a complex frame would lose its imaginary part), frames of at least one pixel,
+    angles within the wire's range, exposure times >= 0."""
     dtype = real_dtype_problem(raw.dtype)
     if dtype is not None:
         raise FileFormatError(raw.label, "frames", "real pixel values (integer or float)", dtype)
+    if 0 in tuple(raw.frame_shape):
+        raise FileFormatError(raw.label, "frames", "frames of at least 1×1 pixels", f"frames of shape {tuple(raw.frame_shape)}")
     far = angles_out_of_range(raw.angles_deg)
     if far.size:
         raise FileFormatError(raw.label, "angles", ANGLE_RANGE,

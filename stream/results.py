@@ -325,6 +325,9 @@ def read_result(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict[s
         attrs = _decode_attrs(dict(f.attrs.items()))
     if times.shape != (planned,):
         raise FileFormatError(p, "/times_s", f"{planned} times (one per volume)", f"shape {times.shape}")
+    if not np.isfinite(times[:n]).all():
+        raise FileFormatError(p, "/times_s", "finite times in s",
+                              f"NaN/Inf at volume(s) {np.flatnonzero(~np.isfinite(times[:n]))[:10].tolist()}")
     attrs["n_planned"] = planned
     return volumes, times[:n], attrs
 

@@ -156,3 +156,26 @@ def test_a_header_announcing_frames_beyond_memory_is_refused_before_reading(tmp_
     assert describe(path)["n_frames"] == 1_000_000  # a summary reads no frames
     with pytest.raises(FileFormatError, match=r"frames: expected frames that fit in memory .*, got 1000000 frames"):
         read_series(path)
+
+
+# ---------------------------------------------------------------- no empty frames, no NaN result times
+def test_a_recording_of_zero_pixel_wide_frames_is_refused_also_by_info(tmp_path, rng):
+    h5 = tmp_path / "z.h5"
+    _recording(h5, rng)
+    with h5py.File(h5, "r+") as f:
+        del f[DATA]
+        f[DATA] = np.zeros((N, 0, U), np.float32)
+    for reader in (read_series, describe):
+        with pytest.raises(FileFormatError, match=r"frames: expected frames of at least 1×1 pixels, got frames of shape \(0, 11\)"):
+            reader(h5)
+
+
+def test_a_result_with_nan_times_is_refused_naming_the_volume(tmp_path):
+    from tiltstream.stream.results import read_result, write_result
+
+    path = tmp_path / "r.h5"
+    write_result(path, np.zeros((3, 2, 2, 2), np.float32), np.array([0.0, 1.0, 2.0]), attrs={"method": "sirt"})
+    with h5py.File(path, "r+") as f:
+        f["times_s"][1] = np.nan
+    with pytest.raises(FileFormatError, match=r"/times_s: expected finite times in s, got NaN/Inf at volume\(s\) \[1\]"):
+        read_result(path)
