@@ -113,6 +113,8 @@ def open_raw(path: str | os.PathLike) -> RawSeries:
     p = Path(path)
     if not p.exists():
         raise FileFormatError(p, "path", "an existing file or folder", "no such file or folder")
+    if not (p.is_file() or p.is_dir()):  # a FIFO or a device would block the format check's read
+        raise FileFormatError(p, "path", "a regular file or a folder", "a FIFO, socket or device")
     opener = _opener(p)
     with reading(p, "a readable tilt-series file"):  # a net under the format readers' own checks
         raw = opener(p)

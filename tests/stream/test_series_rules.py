@@ -179,3 +179,13 @@ def test_a_result_with_nan_times_is_refused_naming_the_volume(tmp_path):
         f["times_s"][1] = np.nan
     with pytest.raises(FileFormatError, match=r"/times_s: expected finite times in s, got NaN/Inf at volume\(s\) \[1\]"):
         read_result(path)
+
+
+def test_a_fifo_named_like_a_recording_is_refused_not_waited_on(tmp_path):
+    import os
+
+    fifo = tmp_path / "pipe.h5"
+    os.mkfifo(fifo)
+    for reader in (read_series, describe):
+        with pytest.raises(FileFormatError, match="path: expected a regular file or a folder, got a FIFO"):
+            reader(fifo)
