@@ -9,7 +9,7 @@ import numpy as np
 
 from tiltstream.stream.validation import ANGLE_LIMIT_DEG
 
-__all__ = ["TiltSeries", "ANGLE_RANGE", "angles_out_of_range", "real_dtype_problem", "nonfinite_frames"]
+__all__ = ["TiltSeries", "ANGLE_RANGE", "angles_out_of_range", "real_dtype_problem", "check_finite_frames"]
 
 #: what every tilt angle must be, as the wire protocol says it (``angle_deg``)
 ANGLE_RANGE = f"degrees in [-{ANGLE_LIMIT_DEG:g}, {ANGLE_LIMIT_DEG:g}]"
@@ -27,12 +27,15 @@ def real_dtype_problem(dtype: Any) -> str | None:
     return None if kind in "biuf" else f"dtype {np.dtype(dtype)}"
 
 
-def nonfinite_frames(frames: np.ndarray) -> list[int]:
-    """Indices of the frames (N, Y, U) holding a NaN or Inf, one frame at a time (no full-size copy)."""
+def check_finite_frames(frames: np.ndarray, where: str = "") -> None:
+    """ValueError naming the frames (N, Y, U) that hold a NaN or Inf pixel (read one frame at a
+    time, no full-size copy): the one rule of the reconstructions, the alignment and the DIP."""
     f = np.asarray(frames)
     if f.dtype.kind not in "fc":
-        return []
-    return [i for i in range(f.shape[0]) if not np.isfinite(f[i]).all()]
+        return
+    bad = [i for i in range(f.shape[0]) if not np.isfinite(f[i]).all()]
+    if bad:
+        raise ValueError(f"{where}frames: expected finite pixel values, got NaN/Inf in frame(s) {bad[:10]}")
 
 
 @dataclass
@@ -120,9 +123,6 @@ class TiltSeries:
             raise ValueError(f"{src}: pixel_nm: expected a size in nm in (0, 1e6], got {self.pixel_nm}")
 
     def check_finite(self) -> None:
-        """Raise ValueError naming the frames that hold NaN/Inf pixels (the rule of the alignment and
-        the DIP); a reconstruction of them is NaN everywhere. Not part of :meth:`validate`: it reads
-        every pixel."""
-        bad = nonfinite_frames(self.frames)
-        if bad:
-            raise ValueError(f"{self.source}: frames: expected finite pixel values, got NaN/Inf in frame(s) {bad[:10]}")
+        """Raise ValueError naming the frames that hold NaN/Inf pixels (:func:`check_finite_frames`);
+        a reconstruction of them is NaN everywhere. Not part of :meth:`validate`: it reads every pixel."""
+        check_finite_frames(self.frames, f"{self.source}: ")

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tiltstream.stream.series import check_finite_frames
+
 __all__ = ["Normalization", "normalize_frames", "background_level", "half_sample_mode"]
 
 SCALES = ("mass", "none")
@@ -97,10 +99,8 @@ def normalize_frames(
         raise ValueError(f"frames: expected real numbers (integer or float), got dtype {f.dtype}")
     if scale not in SCALES:
         raise ValueError(f"scale: expected one of {SCALES}, got {scale!r}")
+    check_finite_frames(f)
     f64 = f.astype(np.float64)
-    bad = np.flatnonzero(~np.isfinite(f64).all(axis=(1, 2)))
-    if bad.size:
-        raise ValueError(f"frames: expected finite pixel values, got NaN/Inf in frame(s) {bad[:10].tolist()}")
     n = f.shape[0]
     offsets = np.array([background_level(fr) for fr in f64]) if subtract_background else np.zeros(n)
     scales = np.ones(n)

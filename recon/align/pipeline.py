@@ -40,6 +40,7 @@ from tiltstream.recon.align.matching import MatchingParams, bin_frames, projecti
 from tiltstream.recon.align.normalize import Normalization, normalize_frames
 from tiltstream.recon.align.rotation import RotationParams, axis_angle_from_bands, carry_alignment, specimen_track
 from tiltstream.recon.align.transform import oriented_shape, transform_frames
+from tiltstream.stream.series import check_finite_frames
 
 __all__ = ["AlignParams", "Alignment", "align_series", "apply_alignment", "is_interleaved", "validate_series"]
 
@@ -199,10 +200,7 @@ def validate_series(frames: Any, angles_deg: Any, times_s: Any = None) -> tuple[
         raise ValueError(f"frames: expected at least 3 frames of at least 8×8 pixels, got shape {f.shape}")
     if not (np.issubdtype(f.dtype, np.integer) or np.issubdtype(f.dtype, np.floating)):
         raise ValueError(f"frames: expected real pixel values, got dtype {f.dtype}")
-    if np.issubdtype(f.dtype, np.floating):
-        bad = np.flatnonzero(~np.isfinite(f).all(axis=(1, 2)))
-        if bad.size:
-            raise ValueError(f"frames: expected finite pixel values, got NaN/Inf in frame(s) {bad[:10].tolist()}")
+    check_finite_frames(f)
     angles = np.asarray(angles_deg, dtype=np.float64).reshape(-1)
     if angles.shape != (n,):
         raise ValueError(f"angles_deg: expected {n} angles (one per frame), got {angles.size}")
